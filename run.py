@@ -1,0 +1,86 @@
+"""Start the whole app: `python run.py [--profile offline|seed] [--config FILE] [--host H] [--port P]`.
+
+Uses the Ray cluster at RAY_ADDRESS when set, else starts a local one. Ctrl-C shuts it down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+
+from serving.config import available_profiles, load_config
+from serving.errors import ChatServiceError
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Multilingual streaming chat on Ray Serve.")
+    parser.add_argument("--profile", choices=available_profiles(), help="model profile (default: offline)")
+    parser.add_argument("--config", help="YAML file of settings on top of the profile")
+    parser.add_argument("--host", help="HTTP bind address (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, help="HTTP port (default 8000)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    http = {key: value for key, value in (("host", args.host), ("port", args.port)) if value}
+    try:
+        config = load_config(args.profile, args.config, {"http": http} if http else None)
+        from serving.weights import check_available  # imports torch: after the cheap checks
+
+        for role, spec in config.models().items():
+            try:
+                check_available(spec)
+            except ChatServiceError as exc:
+                raise ChatServiceError(
+                    f"Profile {config.profile!r}, model for {role}: {exc.message}\n"
+                    "Use the default offline profile (`make run`), or point "
+                    f"{role}.model.source at a local folder in a --config file."
+                ) from None
+    except ChatServiceError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+
+    import ray
+    from ray import serve
+
+    from serving.app import build_apps
+
+    address = os.environ.get("RAY_ADDRESS")
+    # The dashboard runs code for whoever reaches it: keep it off (only Serve's port is public).
+    ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
+    serve.start(http_options={"host": config.http.host, "port": config.http.port})
+    started = time.monotonic()
+    print(
+        "Starting the deployments (the first start converts the GGUF weights once, "
+        "a few minutes on a small CPU)...",
+        flush=True,
+    )
+    for app in build_apps(config):
+        serve.run(app.app, name=app.name, route_prefix=app.route_prefix, blocking=False)
+        print(f"  {app.name} ready at {app.route_prefix}", flush=True)
+    shown_host = "127.0.0.1" if config.http.host in ("0.0.0.0", "::") else config.http.host
+    print(
+        f"Ready in {time.monotonic() - started:.0f} s: open http://{shown_host}:{config.http.port}/ "
+        "(Ctrl-C to stop)",
+        flush=True,
+    )
+
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop.wait()
+    print("Shutting down...", flush=True)
+    serve.shutdown()
+    ray.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""The deployment graph, in one place: two Serve applications, the page at / and the API at /api.
+
+``run.py`` calls ``build_apps``; a Serve config YAML points its ``import_path`` at ``api_app`` and
+``ui_app`` with the same arguments, so ``serve run`` / ``serve deploy`` run the very same graph.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import ray
+from pydantic import BaseModel, Field
+from ray import serve
+from ray.serve import Application
+
+from serving.chat import ChatModel
+from serving.config import AppConfig, load_config
+from serving.detect import LanguageDetector
+from serving.router import Router
+from serving.translate import Translator
+from ui.server import ChatUI
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServeApp:
+    name: str
+    route_prefix: str
+    app: Application
+
+
+def gpu_available() -> bool:
+    if ray.is_initialized():
+        return ray.cluster_resources().get("GPU", 0) > 0
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def build_api(config: AppConfig) -> Application:
+    gpu = gpu_available()
+
+    def deployment(cls: type, name: str, settings):
+        return serve.deployment(cls, name=name).options(**settings.serve_options(gpu, name))
+
+    detector = deployment(LanguageDetector, "LanguageDetector", config.detector.deployment).bind()
+    fr_en = deployment(Translator, "TranslatorFrEn", config.translate_fr_en.deployment).bind(
+        config.translate_fr_en
+    )
+    en_fr = deployment(Translator, "TranslatorEnFr", config.translate_en_fr.deployment).bind(
+        config.translate_en_fr
+    )
+    chat = deployment(ChatModel, "ChatModel", config.chat.deployment).bind(config.chat)
+    return deployment(Router, "Router", config.router.deployment).bind(
+        detector, fr_en, en_fr, chat, config.router
+    )
+
+
+def build_ui(config: AppConfig) -> Application:
+    options = config.ui.deployment.serve_options(False, "ChatUI")
+    return serve.deployment(ChatUI, name="ChatUI").options(**options).bind(config.ui, config.api_url)
+
+
+def build_apps(config: AppConfig) -> list[ServeApp]:
+    return [
+        ServeApp("api", "/api", build_api(config)),
+        ServeApp("ui", "/", build_ui(config)),
+    ]
+
+
+class AppArgs(BaseModel):
+    """Arguments of the Serve config YAML's applications (``args:``)."""
+
+    profile: str | None = Field(None, description="Profile name (offline, seed).")
+    config: str | None = Field(None, description="Path to a YAML file of overrides.")
+    port: int | None = Field(None, description="Serve HTTP port, when not 8000 (for the page's API URL).")
+
+
+def _config(args: AppArgs) -> AppConfig:
+    overrides = {"http": {"port": args.port}} if args.port else None
+    return load_config(args.profile, args.config, overrides)
+
+
+def api_app(args: AppArgs) -> Application:
+    return build_api(_config(args))
+
+
+def ui_app(args: AppArgs) -> Application:
+    return build_ui(_config(args))

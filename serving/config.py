@@ -1,0 +1,261 @@
+"""One typed configuration for the whole graph, loaded from a profile YAML plus user overrides."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from serving.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+PROFILES_DIR = Path(__file__).parent / "profiles"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ActorOptions(_Strict):
+    num_cpus: float = Field(0.5, ge=0, description="CPUs Ray reserves for each replica.")
+    num_gpus: float = Field(
+        0, ge=0, description="GPUs per replica; fractions share a GPU. Falls back to 0 without one."
+    )
+    resources: dict[str, float] = Field(
+        default_factory=dict, description="Custom Ray resources a node must offer."
+    )
+    runtime_env: dict[str, Any] | None = Field(
+        None, description="Ray runtime_env for this deployment's replicas (pip, env_vars, ...)."
+    )
+
+
+class DeploymentSettings(_Strict):
+    num_replicas: int = Field(1, ge=1, description="Fixed replica count (ignored with autoscaling).")
+    autoscaling_config: dict[str, Any] | None = Field(
+        None, description="Serve autoscaling_config (min/initial/max_replicas, target_ongoing_requests)."
+    )
+    max_ongoing_requests: int = Field(8, ge=1, description="Requests one replica works on at once.")
+    max_queued_requests: int = Field(
+        -1, description="Requests waiting per caller before Serve answers 'busy'; -1 is unbounded."
+    )
+    health_check_period_s: float = Field(10, gt=0, description="Seconds between health checks.")
+    health_check_timeout_s: float = Field(30, gt=0, description="Seconds before a check fails.")
+    ray_actor_options: ActorOptions = Field(default_factory=ActorOptions)
+
+    def serve_options(self, gpu_available: bool, name: str) -> dict[str, Any]:
+        """Keyword arguments for ``Deployment.options``; GPU requests drop to CPU without a GPU."""
+        actor = self.ray_actor_options.model_dump(exclude_none=True)
+        if actor["num_gpus"] and not gpu_available:
+            logger.warning("%s asks for %s GPU but none exists: running on CPU.", name, actor["num_gpus"])
+            actor["num_gpus"] = 0
+        options: dict[str, Any] = {
+            "max_ongoing_requests": self.max_ongoing_requests,
+            "max_queued_requests": self.max_queued_requests,
+            "health_check_period_s": self.health_check_period_s,
+            "health_check_timeout_s": self.health_check_timeout_s,
+            "ray_actor_options": actor,
+        }
+        if self.autoscaling_config:
+            options["autoscaling_config"] = self.autoscaling_config
+        else:
+            options["num_replicas"] = self.num_replicas
+        return options
+
+
+class GenerationSettings(_Strict):
+    max_new_tokens: int = Field(128, ge=1, description="Upper bound on generated tokens.")
+    min_new_tokens: int = Field(0, ge=0, description="Lower bound on generated tokens.")
+    do_sample: bool = Field(False, description="Sample instead of greedy decoding.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature (with do_sample).")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass (with do_sample).")
+    repetition_penalty: float = Field(1.0, gt=0, description="Penalty on repeated tokens.")
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": self.max_new_tokens,
+            "min_new_tokens": self.min_new_tokens,
+            "do_sample": self.do_sample,
+            "repetition_penalty": self.repetition_penalty,
+            "num_beams": 1,  # token streaming needs a single beam (Blenderbot defaults to 10)
+        }
+        if self.do_sample:
+            kwargs.update(temperature=self.temperature, top_p=self.top_p)
+        return kwargs
+
+
+class ModelSpec(_Strict):
+    source: str = Field(
+        description=(
+            "Where the weights are: a Hugging Face id, a local folder or .gguf file, or "
+            "'package:<module>[/<file>]' for weights shipped in an installed Python package."
+        )
+    )
+    gguf_file: str | None = Field(None, description="GGUF file name inside a local folder.")
+    pip_package: str | None = Field(None, description="The pip package that ships these weights.")
+    kind: Literal["auto", "causal", "seq2seq"] = Field(
+        "auto", description="Architecture family; 'auto' reads it from the model config."
+    )
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="'auto' is float16 on a GPU and float32 on CPU."
+    )
+    max_input_tokens: int | None = Field(
+        None, ge=8, description="Prompt budget in tokens; default: the model's own context limit."
+    )
+    threads: int | None = Field(
+        None, ge=1, description="CPU threads for torch; default: the replica's num_cpus, rounded up."
+    )
+
+
+class TranslationPrompt(_Strict):
+    prefix: str = Field("", description="Text put before the input (seq2seq, e.g. T5's task prefix).")
+    examples: list[tuple[str, str]] = Field(
+        default_factory=list, description="Few-shot (source, target) pairs for causal models."
+    )
+    source_name: str = Field("French", description="Source language name in the few-shot prompt.")
+    target_name: str = Field("English", description="Target language name in the few-shot prompt.")
+
+
+class TranslatorSettings(_Strict):
+    model: ModelSpec
+    prompt: TranslationPrompt = Field(default_factory=TranslationPrompt)
+    generation: GenerationSettings = Field(default_factory=lambda: GenerationSettings(max_new_tokens=96))
+    deployment: DeploymentSettings = Field(default_factory=DeploymentSettings)
+
+
+class ChatSettings(_Strict):
+    model: ModelSpec
+    system_prompt: str | None = Field(None, description="System message for chat-template models.")
+    turn_separator: str = Field(
+        "</s><s>", description="Joins history turns for seq2seq chat models (Blenderbot's)."
+    )
+    generation: GenerationSettings = Field(default_factory=GenerationSettings)
+    deployment: DeploymentSettings = Field(default_factory=DeploymentSettings)
+
+
+class DetectorSettings(_Strict):
+    deployment: DeploymentSettings = Field(
+        default_factory=lambda: DeploymentSettings(
+            ray_actor_options=ActorOptions(num_cpus=0.1), max_ongoing_requests=32
+        )
+    )
+
+
+class RouterSettings(_Strict):
+    max_message_chars: int = Field(4000, ge=1, description="Longest accepted user message.")
+    max_history_turns: int = Field(200, ge=0, description="Most history entries accepted.")
+    deployment: DeploymentSettings = Field(
+        default_factory=lambda: DeploymentSettings(
+            ray_actor_options=ActorOptions(num_cpus=0.1), max_ongoing_requests=64
+        )
+    )
+
+
+class UISettings(_Strict):
+    title: str = Field("Polyglot chat", description="Page title.")
+    api_url: str | None = Field(
+        None, description="WebSocket URL of the chat API; default ws://127.0.0.1:<port>/api/chat."
+    )
+    storage_secret: str | None = Field(
+        None,
+        description=(
+            "Key that encrypts the conversation kept in the browser's localStorage; default: a "
+            "random key made once and kept in the cache folder, so reloads and restarts keep it."
+        ),
+    )
+    deployment: DeploymentSettings = Field(
+        default_factory=lambda: DeploymentSettings(
+            ray_actor_options=ActorOptions(num_cpus=0.1), max_ongoing_requests=64
+        )
+    )
+
+
+class HttpSettings(_Strict):
+    host: str = Field("127.0.0.1", description="Serve HTTP bind address; loopback by default.")
+    port: int = Field(8000, ge=1, le=65535, description="Serve HTTP port.")
+
+
+class AppConfig(_Strict):
+    profile: str = Field("offline", description="Name of the profile these settings started from.")
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    ui: UISettings = Field(default_factory=UISettings)
+    router: RouterSettings = Field(default_factory=RouterSettings)
+    detector: DetectorSettings = Field(default_factory=DetectorSettings)
+    translate_fr_en: TranslatorSettings
+    translate_en_fr: TranslatorSettings
+    chat: ChatSettings
+
+    @property
+    def api_url(self) -> str:
+        return self.ui.api_url or f"ws://127.0.0.1:{self.http.port}/api/chat"
+
+    def models(self) -> dict[str, ModelSpec]:
+        return {
+            "chat": self.chat.model,
+            "translate_fr_en": self.translate_fr_en.model,
+            "translate_en_fr": self.translate_en_fr.model,
+        }
+
+
+def available_profiles() -> list[str]:
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise ConfigError(f"Cannot read config file {path}: {exc.strerror}.") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"Config file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"Config file {path} must hold a mapping of settings at the top level.")
+    return data
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    lines = [f"Invalid configuration ({source}):"]
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "<top level>"
+        if item["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown setting (check the spelling)")
+        elif item["type"] == "missing":
+            lines.append(f"  {key}: required setting is missing")
+        else:
+            lines.append(f"  {key}: has value {item.get('input')!r}. {item['msg']}.")
+    return "\n".join(lines)
+
+
+def load_config(
+    profile: str | None = None,
+    path: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> AppConfig:
+    """Profile defaults, then the user's YAML file, then explicit overrides (CLI flags)."""
+    user = _read_yaml(Path(path)) if path else {}
+    name = profile or user.get("profile") or "offline"
+    profile_path = PROFILES_DIR / f"{name}.yaml"
+    if not profile_path.exists():
+        raise ConfigError(
+            f"Profile {name!r} does not exist. Choose one of: {', '.join(available_profiles())}."
+        )
+    data = _merge(_read_yaml(profile_path), user)
+    data = _merge(data, overrides or {})
+    data["profile"] = name
+    try:
+        return AppConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, str(path or profile_path))) from None

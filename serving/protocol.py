@@ -1,0 +1,90 @@
+"""The chat API's request schema and events, shared by the WebSocket and HTTP routes."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from serving.config import RouterSettings
+from serving.errors import InvalidRequestError
+
+
+class Turn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["user", "assistant"]
+    content: str
+
+
+class ChatRequest(BaseModel):
+    """One turn: the new message and the conversation so far, in English, as the server sent it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    message: str
+    history: list[Turn] = Field(default_factory=list)
+
+
+def _first_problem(error: ValidationError) -> str:
+    item = error.errors()[0]
+    where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in item["loc"])
+    where = where.lstrip(".") or "request"
+    if item["type"] == "missing":
+        return f"'{where}' is missing."
+    if item["type"] == "literal_error":
+        return f"'{where}' must be 'user' or 'assistant'."
+    return f"'{where}' is not valid: {item['msg']}."
+
+
+def parse_request(raw: str | bytes | dict[str, Any], settings: RouterSettings) -> ChatRequest:
+    """Validate a client's request or raise ``InvalidRequestError`` naming what to fix."""
+    if not isinstance(raw, dict):
+        try:
+            raw = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise InvalidRequestError(
+                'Send one JSON object per turn: {"message": "...", "history": [...]}.'
+            ) from None
+    if not isinstance(raw, dict):
+        raise InvalidRequestError('The request must be a JSON object with a "message" field.')
+    try:
+        request = ChatRequest.model_validate(raw)
+    except ValidationError as exc:
+        raise InvalidRequestError(_first_problem(exc)) from None
+    if not request.message.strip():
+        raise InvalidRequestError("The message is empty: type something to send.")
+    if len(request.message) > settings.max_message_chars:
+        raise InvalidRequestError(
+            f"The message has {len(request.message)} characters; the limit is "
+            f"{settings.max_message_chars}. Shorten it and send it again."
+        )
+    if len(request.history) > settings.max_history_turns:
+        raise InvalidRequestError(
+            f"The history has {len(request.history)} entries; the limit is "
+            f"{settings.max_history_turns}. Start a new conversation."
+        )
+    return request
+
+
+def start_event(language: str, message_en: str) -> dict[str, Any]:
+    return {"type": "start", "language": language, "message_en": message_en}
+
+
+def delta_event(text: str) -> dict[str, Any]:
+    return {"type": "delta", "text": text}
+
+
+def done_event(reply: str, reply_en: str, message_en: str, language: str) -> dict[str, Any]:
+    return {
+        "type": "done",
+        "reply": reply,
+        "reply_en": reply_en,
+        "message_en": message_en,
+        "language": language,
+    }
+
+
+def error_event(code: str, message: str) -> dict[str, Any]:
+    return {"type": "error", "code": code, "message": message}

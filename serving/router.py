@@ -1,0 +1,184 @@
+"""Router deployment: the public chat API (WebSocket and HTTP) and the turn pipeline.
+
+detect language -> translate French to English -> chat model (streaming) -> translate each
+closed sentence back to French as soon as the English stream closes it.
+"""
+
+# No `from __future__ import annotations`: FastAPI must see the real Request/WebSocket types
+# through Serve's class-based view.
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import JSONResponse
+from ray import serve
+from ray.exceptions import RayActorError, RayTaskError
+from ray.serve.exceptions import BackPressureError
+from ray.serve.handle import DeploymentHandle
+
+from serving.config import RouterSettings
+from serving.errors import ChatServiceError, GenerationError, InvalidRequestError, ServiceBusyError
+from serving.protocol import (
+    ChatRequest,
+    delta_event,
+    done_event,
+    error_event,
+    parse_request,
+    start_event,
+)
+from serving.sentences import SentenceBuffer
+
+logger = logging.getLogger("ray.serve")
+
+api = FastAPI(title="Polyglot chat API", docs_url="/docs", redoc_url=None)
+
+
+def as_service_error(exc: BaseException) -> ChatServiceError:
+    """The one place where failures become what a client is told (details stay in the log)."""
+    if isinstance(exc, RayTaskError) and exc.cause is not None:
+        exc = exc.cause
+    if isinstance(exc, ChatServiceError):
+        return exc
+    if isinstance(exc, BackPressureError):
+        return ServiceBusyError("The service is busy right now. Try again in a few seconds.")
+    if isinstance(exc, RayActorError):
+        return GenerationError("A model worker stopped while answering. Try again in a moment.")
+    logger.error("Unexpected failure while answering", exc_info=exc)
+    return ChatServiceError("Something went wrong while answering. Please try again.")
+
+
+@serve.ingress(api)
+class Router:
+    """Runs one chat turn through the graph and streams events to API clients."""
+
+    def __init__(
+        self,
+        detector: DeploymentHandle,
+        fr_en: DeploymentHandle,
+        en_fr: DeploymentHandle,
+        chat: DeploymentHandle,
+        settings: RouterSettings,
+    ) -> None:
+        self.detector = detector
+        self.fr_en = fr_en
+        self.en_fr = en_fr.options(stream=True)
+        self.chat = chat.options(stream=True)
+        self.settings = settings
+
+    async def run_turn(self, request: ChatRequest) -> AsyncIterator[dict[str, Any]]:
+        """Events of one turn: start, deltas in the user's language, done."""
+        language = await self.detector.detect.remote(request.message)
+        if language == "fr":
+            message_en = await self.fr_en.translate.remote(request.message)
+        else:
+            message_en = request.message
+        yield start_event(language, message_en)
+        history = [turn.model_dump() for turn in request.history]
+        english = self.chat.stream.remote(history, message_en)
+        reply_en: list[str] = []
+        reply: list[str] = []
+        stream = self._relay(english, reply_en) if language == "en" else self._to_french(english, reply_en)
+        async for piece in stream:
+            reply.append(piece)
+            yield delta_event(piece)
+        yield done_event("".join(reply).strip(), "".join(reply_en).strip(), message_en, language)
+
+    @staticmethod
+    async def _relay(english: AsyncIterator[str], sink: list[str]) -> AsyncIterator[str]:
+        async for piece in english:
+            if not sink:
+                piece = piece.lstrip()
+            sink.append(piece)
+            if piece:
+                yield piece
+
+    async def _to_french(self, english: AsyncIterator[str], sink: list[str]) -> AsyncIterator[str]:
+        """Translate each English sentence once it closes, while the chat model keeps going."""
+        sentences: asyncio.Queue[str | BaseException | None] = asyncio.Queue()
+
+        async def cut() -> None:
+            buffer = SentenceBuffer()
+            try:
+                async for piece in english:
+                    sink.append(piece)
+                    for sentence in buffer.feed(piece):
+                        sentences.put_nowait(sentence)
+                if rest := buffer.flush():
+                    sentences.put_nowait(rest)
+                sentences.put_nowait(None)
+            except Exception as exc:  # handed to the consumer, which raises it in order
+                sentences.put_nowait(exc)
+
+        cutter = asyncio.create_task(cut())
+        try:
+            first = True
+            while (item := await sentences.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                if not first:
+                    yield " "
+                first = False
+                async for piece in self.en_fr.stream.remote(item):
+                    yield piece
+        finally:
+            cutter.cancel()
+
+    @api.websocket("/chat")
+    async def chat_socket(self, websocket: WebSocket) -> None:
+        """Many turns per connection; every failure is an ``error`` event, never a silent close."""
+        await websocket.accept()
+        try:
+            while True:
+                frame = await websocket.receive()
+                if frame["type"] == "websocket.disconnect":
+                    return
+                try:
+                    if frame.get("text") is None:
+                        raise InvalidRequestError("Send each turn as a JSON text frame, not binary.")
+                    request = parse_request(frame["text"], self.settings)
+                    async for event in self.run_turn(request):
+                        await websocket.send_json(event)
+                except (WebSocketDisconnect, asyncio.CancelledError):
+                    raise
+                except Exception as exc:
+                    error = as_service_error(exc)
+                    await websocket.send_json(error_event(error.code, error.message))
+        except WebSocketDisconnect:
+            return
+
+    @api.post("/chat")
+    async def chat_once(self, request: Request) -> JSONResponse:
+        """The same turn as one JSON answer: the ``done`` event without ``type``."""
+        try:
+            turn = parse_request(await request.body(), self.settings)
+            async for event in self.run_turn(turn):
+                if event["type"] == "done":
+                    del event["type"]
+                    return JSONResponse(event)
+            raise GenerationError("The turn ended without a reply.")
+        except Exception as exc:
+            error = as_service_error(exc)
+            headers = {"Retry-After": "5"} if isinstance(error, ServiceBusyError) else None
+            return JSONResponse(
+                {"error": {"code": error.code, "message": error.message}},
+                status_code=error.http_status,
+                headers=headers,
+            )
+
+    @api.get("/healthz")
+    async def healthz(self) -> JSONResponse:
+        """200 when every deployment of every application is healthy, else 503; lists each."""
+        status = await asyncio.to_thread(serve.status)
+        deployments = {
+            f"{app_name}/{name}": str(getattr(info.status, "value", info.status))
+            for app_name, app in status.applications.items()
+            for name, info in app.deployments.items()
+        }
+        healthy = bool(deployments) and all(state == "HEALTHY" for state in deployments.values())
+        return JSONResponse(
+            {"status": "ok" if healthy else "unhealthy", "deployments": deployments},
+            status_code=200 if healthy else 503,
+        )

@@ -1,0 +1,64 @@
+"""Cut streamed English text into sentences, so each can be translated as soon as it closes."""
+
+from __future__ import annotations
+
+import re
+
+# Words whose trailing period does not end a sentence.
+ABBREVIATIONS = frozenset(
+    "mr mrs ms dr prof sr jr st vs etc e.g i.e a.m p.m u.s no fig approx dept inc ltd co".split()
+)
+
+# A terminator run (with closing quotes/brackets), then whitespace: a candidate boundary.
+_BOUNDARY = re.compile(r"([.!?…]+[\"')\]]*)(\s+)|(\n\s*)")
+
+
+def _ends_sentence(text: str, punct_end: int) -> bool:
+    before = text[:punct_end].rstrip("\"')]")
+    if not before.endswith("."):
+        return True  # ! ? … always close
+    word = before[:-1].rsplit(None, 1)[-1] if before[:-1].strip() else ""
+    word = word.lstrip("(\"'").lower()
+    if word in ABBREVIATIONS:
+        return False
+    return not (len(word) == 1 and word.isalpha())  # initials such as "J. Smith"
+
+
+def split_complete(text: str) -> tuple[list[str], str]:
+    """Split ``text`` into closed sentences and the unfinished rest.
+
+    A sentence counts as closed only once whitespace follows its terminator, so a streamed
+    "3." that later becomes "3.5" is not cut early.
+    """
+    sentences: list[str] = []
+    start = 0
+    for match in _BOUNDARY.finditer(text):
+        if match.group(3) is None and not _ends_sentence(text, match.end(1)):
+            continue
+        end = match.end(1) if match.group(3) is None else match.start(3)
+        sentence = text[start:end].strip()
+        if sentence:
+            sentences.append(sentence)
+        start = match.end()
+    return sentences, text[start:]
+
+
+def split_sentences(text: str) -> list[str]:
+    """All sentences of a finished text."""
+    sentences, rest = split_complete(text)
+    return sentences + ([rest.strip()] if rest.strip() else [])
+
+
+class SentenceBuffer:
+    """Accumulates streamed pieces and hands back each sentence once it is closed."""
+
+    def __init__(self) -> None:
+        self._pending = ""
+
+    def feed(self, piece: str) -> list[str]:
+        sentences, self._pending = split_complete(self._pending + piece)
+        return sentences
+
+    def flush(self) -> str | None:
+        rest, self._pending = self._pending.strip(), ""
+        return rest or None

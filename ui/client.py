@@ -1,0 +1,42 @@
+"""The page's client for the router's WebSocket API."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import websockets
+
+from serving.errors import ChatServiceError
+
+
+class ApiError(ChatServiceError):
+    """An ``error`` event from the API, or the API being unreachable (shown on the page)."""
+
+    def __init__(self, message: str, code: str = "unavailable") -> None:
+        super().__init__(message)
+        self.code = code
+
+    def __reduce__(self):
+        return (type(self), (self.message, self.code))
+
+
+async def stream_turn(api_url: str, message: str, history_en: list[dict[str, str]]) -> AsyncIterator[dict[str, Any]]:
+    """Send one turn and yield the API's events until ``done``; raise ``ApiError`` on ``error``."""
+    try:
+        async with websockets.connect(api_url, open_timeout=10, max_size=None) as socket:
+            await socket.send(json.dumps({"message": message, "history": history_en}))
+            async for raw in socket:
+                event = json.loads(raw)
+                if event["type"] == "error":
+                    raise ApiError(event["message"], event["code"])
+                yield event
+                if event["type"] == "done":
+                    return
+    except (OSError, websockets.exceptions.WebSocketException) as exc:
+        raise ApiError(
+            "The chat service cannot be reached right now (it may still be starting). "
+            "Try again in a moment."
+        ) from exc
+    raise ApiError("The chat service closed the connection before the reply was complete. Try again.")
