@@ -1,4 +1,4 @@
-"""Start the whole app: `python run.py [--profile offline|seed] [--config FILE] [--host H] [--port P]`.
+"""Start the whole app: `python run.py [--profile P] [--config FILE] [--host H] [--port N]`.
 
 Uses the Ray cluster at RAY_ADDRESS when set, else starts a local one. Ctrl-C shuts it down.
 """
@@ -19,7 +19,9 @@ from serving.errors import ChatServiceError
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Multilingual streaming chat on Ray Serve.")
-    parser.add_argument("--profile", choices=available_profiles(), help="model profile (default: offline)")
+    parser.add_argument(
+        "--profile", choices=available_profiles(), help="model profile (default: offline)"
+    )
     parser.add_argument("--config", help="YAML file of settings on top of the profile")
     parser.add_argument("--host", help="HTTP bind address (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, help="HTTP port (default 8000)")
@@ -66,11 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         serve.run(app.app, name=app.name, route_prefix=app.route_prefix, blocking=False)
         print(f"  {app.name} ready at {app.route_prefix}", flush=True)
     shown_host = "127.0.0.1" if config.http.host in ("0.0.0.0", "::") else config.http.host
-    print(
-        f"Ready in {time.monotonic() - started:.0f} s: open http://{shown_host}:{config.http.port}/ "
-        "(Ctrl-C to stop)",
-        flush=True,
-    )
+    url = f"http://{shown_host}:{config.http.port}/"
+    print(f"Ready in {time.monotonic() - started:.0f} s: open {url} (Ctrl-C to stop)", flush=True)
 
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())

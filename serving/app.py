@@ -60,7 +60,9 @@ def build_api(config: AppConfig) -> Application:
 
 def build_ui(config: AppConfig) -> Application:
     options = config.ui.deployment.serve_options(False, "ChatUI")
-    return serve.deployment(ChatUI, name="ChatUI").options(**options).bind(config.ui, config.api_url)
+    return (
+        serve.deployment(ChatUI, name="ChatUI").options(**options).bind(config.ui, config.api_url)
+    )
 
 
 def build_apps(config: AppConfig) -> list[ServeApp]:
@@ -75,7 +77,9 @@ class AppArgs(BaseModel):
 
     profile: str | None = Field(None, description="Profile name (offline, seed).")
     config: str | None = Field(None, description="Path to a YAML file of overrides.")
-    port: int | None = Field(None, description="Serve HTTP port, when not 8000 (for the page's API URL).")
+    port: int | None = Field(
+        None, description="Serve HTTP port, when not 8000 (for the page's API URL)."
+    )
 
 
 def _config(args: AppArgs) -> AppConfig:

@@ -20,7 +20,7 @@ Message = dict[str, str]  # {"role": "user" | "assistant", "content": str}
 
 
 class ChatModel:
-    """Streams a reply to ``history + [message]`` with a chat-template causal LM or a seq2seq model."""
+    """Streams a reply to ``history + [message]`` (chat-template causal LM or seq2seq model)."""
 
     def __init__(self, settings: ChatSettings, loader: Callable[[ModelSpec], LoadedModel] = load):
         apply_threads(settings.model)
@@ -29,7 +29,9 @@ class ChatModel:
         self.generate_kwargs = settings.generation.generate_kwargs()
         if self.lm.is_encoder_decoder:  # the decoder has the same position limit as the encoder
             cap = self.lm.context_limit - 2
-            self.generate_kwargs["max_new_tokens"] = min(self.generate_kwargs["max_new_tokens"], cap)
+            self.generate_kwargs["max_new_tokens"] = min(
+                self.generate_kwargs["max_new_tokens"], cap
+            )
 
     @property
     def input_budget(self) -> int:
@@ -38,14 +40,20 @@ class ChatModel:
             return limit
         return limit - self.generate_kwargs["max_new_tokens"]
 
-    def build_inputs(self, history: list[Message], message: str) -> tuple[dict[str, torch.Tensor], int]:
+    def build_inputs(
+        self, history: list[Message], message: str
+    ) -> tuple[dict[str, torch.Tensor], int]:
         """Tokenised prompt, dropping the oldest turns to fit; returns it and the turns dropped."""
         if self.lm.is_encoder_decoder:
             return self._seq2seq_inputs(history, message)
         return self._causal_inputs(history, message)
 
     def _causal_inputs(self, history: list[Message], message: str) -> tuple[dict[str, Any], int]:
-        system = [{"role": "system", "content": self.settings.system_prompt}] if self.settings.system_prompt else []
+        system = (
+            [{"role": "system", "content": self.settings.system_prompt}]
+            if self.settings.system_prompt
+            else []
+        )
         for dropped in range(0, len(history) + 1):
             messages = system + history[dropped:] + [{"role": "user", "content": message}]
             inputs = self.lm.tokenizer.apply_chat_template(
@@ -79,7 +87,9 @@ class ChatModel:
             async for piece in stream_generate(self.lm, inputs, self.generate_kwargs):
                 yield piece
         except torch.OutOfMemoryError as exc:
-            raise GenerationError("The chat model ran out of memory; try a shorter conversation.") from exc
+            raise GenerationError(
+                "The chat model ran out of memory; try a shorter conversation."
+            ) from exc
 
     def check_health(self) -> None:
         if self.lm.model is None:

@@ -34,9 +34,12 @@ class ActorOptions(_Strict):
 
 
 class DeploymentSettings(_Strict):
-    num_replicas: int = Field(1, ge=1, description="Fixed replica count (ignored with autoscaling).")
+    num_replicas: int = Field(
+        1, ge=1, description="Fixed replica count (ignored with autoscaling)."
+    )
     autoscaling_config: dict[str, Any] | None = Field(
-        None, description="Serve autoscaling_config (min/initial/max_replicas, target_ongoing_requests)."
+        None,
+        description="Serve autoscaling_config (min/initial/max_replicas, target_ongoing_requests).",
     )
     max_ongoing_requests: int = Field(8, ge=1, description="Requests one replica works on at once.")
     max_queued_requests: int = Field(
@@ -50,7 +53,9 @@ class DeploymentSettings(_Strict):
         """Keyword arguments for ``Deployment.options``; GPU requests drop to CPU without a GPU."""
         actor = self.ray_actor_options.model_dump(exclude_none=True)
         if actor["num_gpus"] and not gpu_available:
-            logger.warning("%s asks for %s GPU but none exists: running on CPU.", name, actor["num_gpus"])
+            logger.warning(
+                "%s asks for %s GPU but none exists: running on CPU.", name, actor["num_gpus"]
+            )
             actor["num_gpus"] = 0
         options: dict[str, Any] = {
             "max_ongoing_requests": self.max_ongoing_requests,
@@ -106,12 +111,16 @@ class ModelSpec(_Strict):
         None, ge=8, description="Prompt budget in tokens; default: the model's own context limit."
     )
     threads: int | None = Field(
-        None, ge=1, description="CPU threads for torch; default: the replica's num_cpus, rounded up."
+        None,
+        ge=1,
+        description="CPU threads for torch; default: the replica's num_cpus, rounded up.",
     )
 
 
 class TranslationPrompt(_Strict):
-    prefix: str = Field("", description="Text put before the input (seq2seq, e.g. T5's task prefix).")
+    prefix: str = Field(
+        "", description="Text put before the input (seq2seq, e.g. T5's task prefix)."
+    )
     examples: list[tuple[str, str]] = Field(
         default_factory=list, description="Few-shot (source, target) pairs for causal models."
     )
@@ -122,7 +131,9 @@ class TranslationPrompt(_Strict):
 class TranslatorSettings(_Strict):
     model: ModelSpec
     prompt: TranslationPrompt = Field(default_factory=TranslationPrompt)
-    generation: GenerationSettings = Field(default_factory=lambda: GenerationSettings(max_new_tokens=96))
+    generation: GenerationSettings = Field(
+        default_factory=lambda: GenerationSettings(max_new_tokens=96)
+    )
     deployment: DeploymentSettings = Field(default_factory=DeploymentSettings)
 
 

@@ -29,7 +29,7 @@ from serving.protocol import (
     parse_request,
     start_event,
 )
-from serving.sentences import SentenceBuffer
+from serving.sentences import SentenceBuffer, separator_after
 
 logger = logging.getLogger("ray.serve")
 
@@ -80,7 +80,11 @@ class Router:
         english = self.chat.stream.remote(history, message_en)
         reply_en: list[str] = []
         reply: list[str] = []
-        stream = self._relay(english, reply_en) if language == "en" else self._to_french(english, reply_en)
+        stream = (
+            self._relay(english, reply_en)
+            if language == "en"
+            else self._to_french(english, reply_en)
+        )
         async for piece in stream:
             reply.append(piece)
             yield delta_event(piece)
@@ -114,15 +118,15 @@ class Router:
 
         cutter = asyncio.create_task(cut())
         try:
-            first = True
+            previous = None
             while (item := await sentences.get()) is not None:
                 if isinstance(item, BaseException):
                     raise item
-                if not first:
-                    yield " "
-                first = False
+                if previous is not None:
+                    yield separator_after(previous)
                 async for piece in self.en_fr.stream.remote(item):
                     yield piece
+                previous = item
         finally:
             cutter.cancel()
 
@@ -137,7 +141,9 @@ class Router:
                     return
                 try:
                     if frame.get("text") is None:
-                        raise InvalidRequestError("Send each turn as a JSON text frame, not binary.")
+                        raise InvalidRequestError(
+                            "Send each turn as a JSON text frame, not binary."
+                        )
                     request = parse_request(frame["text"], self.settings)
                     async for event in self.run_turn(request):
                         await websocket.send_json(event)

@@ -6,7 +6,30 @@ import re
 
 # Words whose trailing period does not end a sentence.
 ABBREVIATIONS = frozenset(
-    "mr mrs ms dr prof sr jr st vs etc e.g i.e a.m p.m u.s no fig approx dept inc ltd co".split()
+    [
+        "mr",
+        "mrs",
+        "ms",
+        "dr",
+        "prof",
+        "sr",
+        "jr",
+        "st",
+        "vs",
+        "etc",
+        "e.g",
+        "i.e",
+        "a.m",
+        "p.m",
+        "u.s",
+        "no",
+        "fig",
+        "approx",
+        "dept",
+        "inc",
+        "ltd",
+        "co",
+    ]
 )
 
 # A terminator run (with closing quotes/brackets), then whitespace: a candidate boundary.
@@ -21,6 +44,9 @@ def _ends_sentence(text: str, punct_end: int) -> bool:
     word = word.lstrip("(\"'").lower()
     if word in ABBREVIATIONS:
         return False
+    line_start = text.rfind("\n", 0, punct_end) + 1
+    if word.isdigit() and not text[line_start : punct_end - len(word) - 1].strip():
+        return False  # a numbered list item such as "2. Sleep more."
     return not (len(word) == 1 and word.isalpha())  # initials such as "J. Smith"
 
 
@@ -28,7 +54,8 @@ def split_complete(text: str) -> tuple[list[str], str]:
     """Split ``text`` into closed sentences and the unfinished rest.
 
     A sentence counts as closed only once whitespace follows its terminator, so a streamed
-    "3." that later becomes "3.5" is not cut early.
+    "3." that later becomes "3.5" is not cut early. A sentence that ends its line keeps one
+    trailing newline, so the layout (paragraphs, lists) survives translation.
     """
     sentences: list[str] = []
     start = 0
@@ -38,9 +65,14 @@ def split_complete(text: str) -> tuple[list[str], str]:
         end = match.end(1) if match.group(3) is None else match.start(3)
         sentence = text[start:end].strip()
         if sentence:
-            sentences.append(sentence)
+            sentences.append(sentence + ("\n" if "\n" in match.group(0) else ""))
         start = match.end()
     return sentences, text[start:]
+
+
+def separator_after(sentence: str) -> str:
+    """What goes between this sentence and the next one."""
+    return "\n" if sentence.endswith("\n") else " "
 
 
 def split_sentences(text: str) -> list[str]:

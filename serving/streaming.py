@@ -24,7 +24,9 @@ class StopOnEvent(StoppingCriteria):
     def __init__(self, event: threading.Event) -> None:
         self.event = event
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
+    def __call__(
+        self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs
+    ) -> torch.BoolTensor:
         return torch.full((input_ids.shape[0],), self.event.is_set(), device=input_ids.device)
 
 
@@ -35,8 +37,12 @@ class StopOnNewline(StoppingCriteria):
         self.tokenizer = tokenizer
         self.prompt_length = prompt_length
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
-        done = input_ids.shape[1] > self.prompt_length and "\n" in self.tokenizer.decode(input_ids[0, -1:])
+    def __call__(
+        self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs
+    ) -> torch.BoolTensor:
+        done = input_ids.shape[1] > self.prompt_length and "\n" in self.tokenizer.decode(
+            input_ids[0, -1:]
+        )
         return torch.full((input_ids.shape[0],), done, device=input_ids.device)
 
 

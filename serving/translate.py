@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Callable
 
 import torch
 
 from serving.config import ModelSpec, TranslatorSettings
 from serving.errors import GenerationError
-from serving.sentences import split_sentences
+from serving.sentences import separator_after, split_sentences
 from serving.streaming import stream_generate
 from serving.weights import LoadedModel, load
+
+# A list marker or heading at the start of a sentence: kept as is, not sent to the model.
+_MARKER = re.compile(r"^\s*(?:\d+[.)]|[-*•]|#+)\s+")
 
 
 def apply_threads(spec: ModelSpec) -> None:
@@ -21,7 +25,9 @@ def apply_threads(spec: ModelSpec) -> None:
 class Translator:
     """Translates text sentence by sentence with a seq2seq model or a few-shot causal LM."""
 
-    def __init__(self, settings: TranslatorSettings, loader: Callable[[ModelSpec], LoadedModel] = load):
+    def __init__(
+        self, settings: TranslatorSettings, loader: Callable[[ModelSpec], LoadedModel] = load
+    ):
         apply_threads(settings.model)
         self.settings = settings
         self.lm = loader(settings.model)
@@ -43,12 +49,22 @@ class Translator:
         return self.lm.tokenizer(text, return_tensors="pt", truncation=True, max_length=limit)
 
     async def _sentence(self, sentence: str) -> AsyncIterator[str]:
+        marker = _MARKER.match(sentence)
+        if marker:
+            yield marker.group(0).strip() + " "
+            sentence = sentence[marker.end() :]
+        sentence = sentence.replace("**", "").strip()  # markdown emphasis confuses small models
+        if not sentence:
+            return
+        inputs = self._inputs(sentence)
+        kwargs = self.settings.generation.generate_kwargs()
+        # A translation is about as long as its source: a cap stops a model that runs on.
+        source_tokens = len(self.lm.tokenizer(sentence)["input_ids"])
+        kwargs["max_new_tokens"] = min(kwargs["max_new_tokens"], 2 * source_tokens + 16)
+        kwargs["min_new_tokens"] = min(kwargs["min_new_tokens"], kwargs["max_new_tokens"])
         started = False
         async for piece in stream_generate(
-            self.lm,
-            self._inputs(sentence),
-            self.settings.generation.generate_kwargs(),
-            stop_at_newline=not self.lm.is_encoder_decoder,
+            self.lm, inputs, kwargs, stop_at_newline=not self.lm.is_encoder_decoder
         ):
             if not self.lm.is_encoder_decoder:
                 if "\n" in piece:  # the few-shot answer ends at its line
@@ -65,13 +81,17 @@ class Translator:
     async def stream(self, text: str) -> AsyncIterator[str]:
         """Yield the translation as it is generated, one sentence after another."""
         try:
-            for index, sentence in enumerate(split_sentences(text)):
-                if index:
-                    yield " "
+            previous = None
+            for sentence in split_sentences(text):
+                if previous is not None:
+                    yield separator_after(previous)
                 async for piece in self._sentence(sentence):
                     yield piece
+                previous = sentence
         except torch.OutOfMemoryError as exc:
-            raise GenerationError("The translator ran out of memory; try a shorter message.") from exc
+            raise GenerationError(
+                "The translator ran out of memory; try a shorter message."
+            ) from exc
 
     async def translate(self, text: str) -> str:
         return "".join([piece async for piece in self.stream(text)]).strip()

@@ -102,7 +102,9 @@ def _locate_in_package(spec: ModelSpec, ref: str) -> Located:
     try:  # chunked packages rebuild (and checksum) the file in the user's cache
         path = Path(module.assemble())
     except (OSError, ValueError) as exc:
-        raise ModelUnavailableError(f"Could not assemble weights from {module_name}: {exc}") from exc
+        raise ModelUnavailableError(
+            f"Could not assemble weights from {module_name}: {exc}"
+        ) from exc
     return Located(str(path.parent), path.name)
 
 
@@ -149,7 +151,9 @@ def _converted_gguf(located: Located) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a second replica waits for the first conversion
         if (target / "config.json").exists():
             return target
-        logger.info("Converting %s once (de-quantising GGUF; minutes on a small CPU)...", gguf_path.name)
+        logger.info(
+            "Converting %s once (de-quantising GGUF; minutes on a small CPU)...", gguf_path.name
+        )
         started = time.monotonic()
         kwargs: dict[str, Any] = {"gguf_file": located.gguf_file}
         tokenizer = AutoTokenizer.from_pretrained(located.path, **kwargs)
@@ -164,7 +168,12 @@ def _converted_gguf(located: Located) -> Path:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         os.replace(staging, target) if not target.exists() else shutil.rmtree(staging)
-        logger.info("Converted %s in %.0f s; cached in %s", gguf_path.name, time.monotonic() - started, target)
+        logger.info(
+            "Converted %s in %.0f s; cached in %s",
+            gguf_path.name,
+            time.monotonic() - started,
+            target,
+        )
     return target
 
 

@@ -22,7 +22,9 @@ class ApiError(ChatServiceError):
         return (type(self), (self.message, self.code))
 
 
-async def stream_turn(api_url: str, message: str, history_en: list[dict[str, str]]) -> AsyncIterator[dict[str, Any]]:
+async def stream_turn(
+    api_url: str, message: str, history_en: list[dict[str, str]]
+) -> AsyncIterator[dict[str, Any]]:
     """Send one turn and yield the API's events until ``done``; raise ``ApiError`` on ``error``."""
     try:
         async with websockets.connect(api_url, open_timeout=10, max_size=None) as socket:
@@ -39,4 +41,6 @@ async def stream_turn(api_url: str, message: str, history_en: list[dict[str, str
             "The chat service cannot be reached right now (it may still be starting). "
             "Try again in a moment."
         ) from exc
-    raise ApiError("The chat service closed the connection before the reply was complete. Try again.")
+    raise ApiError(
+        "The chat service closed the connection before the reply was complete. Try again."
+    )

@@ -41,7 +41,9 @@ def to_history_en(turns: list[Turn]) -> list[dict[str, str]]:
     return history
 
 
-def build_demo(api_url: str, title: str = "Polyglot chat", storage_secret: str | None = None) -> gr.Blocks:
+def build_demo(
+    api_url: str, title: str = "Polyglot chat", storage_secret: str | None = None
+) -> gr.Blocks:
     async def respond(message: str, turns: list[Turn] | None):
         turns = list(turns or [])
         if not (message or "").strip():
@@ -107,5 +109,6 @@ def build_demo(api_url: str, title: str = "Polyglot chat", storage_secret: str |
         on_enter = box.submit(**{**submit_args, "api_name": False})
         stop.click(None, cancels=[on_send, on_enter])
         clear_button.click(clear, outputs=[chatbot, turns_state], api_name=False)
+        chatbot.clear(clear, outputs=[chatbot, turns_state], api_name=False)  # its own trash icon
         demo.load(to_messages, inputs=turns_state, outputs=chatbot, api_name=False)
     return demo

@@ -1,4 +1,4 @@
-"""ChatUI deployment: the Gradio page mounted in a Serve ingress (one replica: sessions are in memory)."""
+"""ChatUI deployment: the Gradio page in a Serve ingress (one replica: sessions live in memory)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import gradio as gr
 from fastapi import FastAPI
 from ray import serve
 
-from serving.config import UISettings
 from serving.cache import cache_root
+from serving.config import UISettings
 from ui.page import build_demo
 
 

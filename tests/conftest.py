@@ -1,0 +1,110 @@
+"""Small factory fixtures: tiny real models, configs that use them, and a running Serve graph."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+from serving.config import AppConfig, load_config  # noqa: E402
+from tests.tiny_models import build_causal, build_seq2seq  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_causal(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_causal(tmp_path_factory.mktemp("tiny-causal"))
+
+
+@pytest.fixture(scope="session")
+def tiny_seq2seq(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_seq2seq(tmp_path_factory.mktemp("tiny-seq2seq"))
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def tiny_config(causal: Path, seq2seq: Path, port: int = 8000) -> AppConfig:
+    """The offline profile's graph with tiny models: causal chat, seq2seq and causal translators."""
+    small = {"ray_actor_options": {"num_cpus": 0.1, "num_gpus": 0}}
+    generation = {"max_new_tokens": 24, "min_new_tokens": 8}
+    return load_config(
+        "offline",
+        overrides={
+            "http": {"port": port},
+            "chat": {
+                "model": {"source": str(causal), "threads": 1},
+                "generation": generation,
+                "deployment": small,
+            },
+            "translate_fr_en": {
+                "model": {"source": str(seq2seq), "threads": 1},
+                "generation": generation,
+                "deployment": small,
+            },
+            "translate_en_fr": {
+                "model": {"source": str(causal), "threads": 1},
+                "generation": generation,
+                "deployment": small,
+            },
+            "detector": {"deployment": small},
+            "router": {"deployment": small},
+            "ui": {"deployment": small, "storage_secret": "test-secret"},
+        },
+    )
+
+
+@pytest.fixture
+def tiny_app_config(tiny_causal: Path, tiny_seq2seq: Path) -> AppConfig:
+    return tiny_config(tiny_causal, tiny_seq2seq)
+
+
+@pytest.fixture(scope="session")
+def serve_instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A local Ray cluster with Serve on a free port; yields the port."""
+    import ray
+    from ray import serve
+
+    port = _free_port()
+    ray.init(num_cpus=8, include_dashboard=False, logging_level="WARNING")
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    yield port
+    serve.shutdown()
+    ray.shutdown()
+
+
+def wait_healthy(base_url: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base_url}/api/healthz", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{base_url} did not become healthy in {timeout} s")
+
+
+@pytest.fixture(scope="session")
+def tiny_app(serve_instance: int, tiny_causal: Path, tiny_seq2seq: Path) -> str:
+    """The whole graph (page and API) on tiny models; yields the base URL."""
+    from ray import serve
+
+    from serving.app import build_apps
+
+    config = tiny_config(tiny_causal, tiny_seq2seq, serve_instance)
+    for app in build_apps(config):
+        serve.run(app.app, name=app.name, route_prefix=app.route_prefix)
+    base_url = f"http://127.0.0.1:{serve_instance}"
+    wait_healthy(base_url)
+    return base_url

@@ -1,0 +1,129 @@
+"""The whole graph through Serve, on tiny models: handles, the WebSocket API and HTTP."""
+
+import asyncio
+import json
+
+import httpx
+import pytest
+import websockets
+from ray import serve
+
+
+async def turn(socket, message: str, history: list[dict]) -> list[dict]:
+    await socket.send(json.dumps({"message": message, "history": history}))
+    events = []
+    async for raw in socket:
+        events.append(json.loads(raw))
+        if events[-1]["type"] in ("done", "error"):
+            return events
+    raise AssertionError("the socket closed in the middle of a turn")
+
+
+def ws_url(base_url: str) -> str:
+    return base_url.replace("http://", "ws://") + "/api/chat"
+
+
+def test_chat_deployment_streams_through_a_handle(tiny_app: str):
+    chat = serve.get_deployment_handle("ChatModel", app_name="api").options(stream=True)
+
+    async def pieces() -> list[str]:
+        return [piece async for piece in chat.stream.remote([], "Hello, how are you today?")]
+
+    out = asyncio.run(pieces())
+    assert len(out) > 1 and "".join(out).strip()
+
+
+def test_detector_deployment_through_a_handle(tiny_app: str):
+    detector = serve.get_deployment_handle("LanguageDetector", app_name="api")
+    assert detector.detect.remote("Bonjour tout le monde, comment allez-vous ?").result() == "fr"
+    assert detector.detect.remote("Hello everybody, how are you?").result() == "en"
+
+
+def test_websocket_carries_several_turns_including_french_with_history(tiny_app: str):
+    async def conversation():
+        async with websockets.connect(ws_url(tiny_app)) as socket:
+            first = await turn(socket, "Hello, how are you today?", [])
+            done = first[-1]
+            history = [
+                {"role": "user", "content": done["message_en"]},
+                {"role": "assistant", "content": done["reply_en"]},
+            ]
+            second = await turn(socket, "Bonjour, comment allez-vous aujourd'hui ?", history)
+            third = await turn(socket, "And what about tomorrow?", [])
+            return first, second, third
+
+    first, second, third = asyncio.run(conversation())
+    for events in (first, second, third):
+        types = [event["type"] for event in events]
+        assert types[0] == "start" and types[-1] == "done", types
+        assert set(types[1:-1]) == {"delta"}
+        assert "".join(e["text"] for e in events[1:-1]).strip() == events[-1]["reply"]
+    assert first[0] == {
+        "type": "start",
+        "language": "en",
+        "message_en": "Hello, how are you today?",
+    }
+    assert first[-1]["reply"] == first[-1]["reply_en"]
+    french_start, french_done = second[0], second[-1]
+    assert french_start["language"] == "fr"
+    assert french_start["message_en"] != "Bonjour, comment allez-vous aujourd'hui ?"  # translated
+    assert french_done["message_en"] == french_start["message_en"]
+    assert french_done["language"] == "fr" and french_done["reply_en"] and french_done["reply"]
+    assert third[0]["language"] == "en"
+
+
+def test_websocket_bad_frames_get_error_events_and_the_socket_stays_usable(tiny_app: str):
+    async def scenario():
+        async with websockets.connect(ws_url(tiny_app)) as socket:
+            replies = []
+            for frame in [
+                b"\x00binary",
+                "{not json",
+                json.dumps({"message": ""}),
+                json.dumps({"message": "hi", "history": "x"}),
+            ]:
+                await socket.send(frame)
+                replies.append(json.loads(await socket.recv()))
+            good = await turn(socket, "Hello there", [])
+            return replies, good
+
+    replies, good = asyncio.run(scenario())
+    assert [r["type"] for r in replies] == ["error"] * 4
+    assert all(r["code"] == "invalid_request" and r["message"] for r in replies)
+    assert "binary" in replies[0]["message"]
+    assert "Traceback" not in json.dumps(replies)
+    assert good[-1]["type"] == "done"
+
+
+def test_http_chat_returns_the_done_event(tiny_app: str):
+    response = httpx.post(
+        f"{tiny_app}/api/chat", json={"message": "Hello", "history": []}, timeout=60
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {"reply", "reply_en", "message_en", "language"}
+    assert body["language"] == "en" and body["reply"]
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ("oops", "JSON object"),
+        ('{"message": "  "}', "empty"),
+        ('{"history": []}', "'message' is missing"),
+    ],
+)
+def test_http_bad_requests_are_422_with_a_reason(tiny_app: str, body: str, fragment: str):
+    response = httpx.post(f"{tiny_app}/api/chat", content=body, timeout=30)
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["code"] == "invalid_request" and fragment in error["message"]
+
+
+def test_healthz_lists_every_deployment(tiny_app: str):
+    response = httpx.get(f"{tiny_app}/api/healthz", timeout=30)
+    assert response.status_code == 200
+    deployments = response.json()["deployments"]
+    for name in ["ChatModel", "TranslatorFrEn", "TranslatorEnFr", "LanguageDetector", "Router"]:
+        assert deployments[f"api/{name}"] == "HEALTHY"
+    assert deployments["ui/ChatUI"] == "HEALTHY"

@@ -1,0 +1,69 @@
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from serving.chat import ChatModel
+from serving.config import ChatSettings, GenerationSettings, ModelSpec
+from serving.errors import InvalidRequestError
+
+HISTORY = [
+    {"role": "user", "content": "Hello, how are you today?"},
+    {"role": "assistant", "content": "I am fine, thank you."},
+]
+
+
+def chat_model(folder: Path, **model) -> ChatModel:
+    return ChatModel(
+        ChatSettings(
+            model=ModelSpec(source=str(folder), **model),
+            generation=GenerationSettings(max_new_tokens=12, min_new_tokens=6),
+        )
+    )
+
+
+async def collect(model: ChatModel, history, message: str) -> list[str]:
+    return [piece async for piece in model.stream(history, message)]
+
+
+def test_causal_chat_streams_several_pieces(tiny_causal: Path):
+    model = chat_model(tiny_causal)
+    assert not model.lm.is_encoder_decoder
+    pieces = asyncio.run(collect(model, HISTORY, "What would you like to eat?"))
+    assert len(pieces) > 1
+    assert "".join(pieces).strip()
+
+
+def test_seq2seq_chat_answers(tiny_seq2seq: Path):
+    model = chat_model(tiny_seq2seq)
+    assert model.lm.is_encoder_decoder
+    assert "".join(asyncio.run(collect(model, HISTORY, "Bonjour"))).strip()
+
+
+def test_causal_history_is_trimmed_from_the_oldest_turn(tiny_causal: Path):
+    model = chat_model(tiny_causal, max_input_tokens=60)
+    history = [
+        {"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i} " * 4}
+        for i in range(10)
+    ]
+    inputs, dropped = model.build_inputs(history, "Last question?")
+    assert dropped > 0
+    assert inputs["input_ids"].shape[1] <= model.input_budget
+    text = model.lm.tokenizer.decode(inputs["input_ids"][0])
+    assert "turn 9" in text and "turn 0" not in text and "Last question?" in text
+
+
+def test_causal_message_longer_than_the_context_is_refused_clearly(tiny_causal: Path):
+    model = chat_model(tiny_causal, max_input_tokens=40)
+    with pytest.raises(InvalidRequestError, match="too long for the chat model"):
+        model.build_inputs([], "Let us go for a walk in the park. " * 20)
+
+
+def test_seq2seq_long_input_is_cut_to_its_positions_not_an_index_error(tiny_seq2seq: Path):
+    model = chat_model(tiny_seq2seq)  # 64 positions, like Blenderbot's 128
+    long_history = HISTORY * 20
+    pieces = asyncio.run(collect(model, long_history, "The weather is nice. " * 40))
+    assert "".join(pieces).strip()
+    inputs, dropped = model.build_inputs(long_history, "The weather is nice. " * 40)
+    assert dropped == len(long_history)
+    assert inputs["input_ids"].shape[1] <= model.lm.context_limit

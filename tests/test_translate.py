@@ -1,0 +1,42 @@
+import asyncio
+from pathlib import Path
+
+from serving.config import GenerationSettings, ModelSpec, TranslatorSettings
+from serving.translate import Translator
+
+
+def translator(folder: Path, **prompt) -> Translator:
+    return Translator(
+        TranslatorSettings(
+            model=ModelSpec(source=str(folder)),
+            prompt=prompt,
+            generation=GenerationSettings(max_new_tokens=10, min_new_tokens=3),
+        )
+    )
+
+
+def test_seq2seq_translates_sentence_by_sentence(tiny_seq2seq: Path):
+    model = translator(tiny_seq2seq, prefix="translate French to English: ")
+    text = model._inputs("Bonjour.")["input_ids"]
+    assert model.lm.tokenizer.decode(text[0]).startswith("translate French to English: ")
+    assert asyncio.run(model.translate("Bonjour. Il fait beau."))
+
+
+def test_causal_few_shot_prompt_ends_on_the_target_label(tiny_causal: Path):
+    model = translator(
+        tiny_causal, examples=[("Bonjour", "Hello")], source_name="French", target_name="English"
+    )
+    prompt = model.lm.tokenizer.decode(model._inputs("Merci.")["input_ids"][0])
+    assert prompt.endswith("French: Bonjour\nEnglish: Hello\n\nFrench: Merci.\nEnglish:")
+
+
+def test_causal_translation_streams_one_line_per_sentence(tiny_causal: Path):
+    model = translator(tiny_causal, examples=[("Bonjour", "Hello")])
+
+    async def pieces() -> list[str]:
+        return [piece async for piece in model.stream("Bonjour. Merci beaucoup.")]
+
+    out = asyncio.run(pieces())
+    assert " " in out  # the separator between the two translated sentences
+    assert all("\n" not in piece for piece in out)
+    assert "".join(out).strip()

@@ -1,0 +1,93 @@
+"""Tiny real models, built locally in milliseconds: random weights, a tokenizer trained here.
+
+They load through the same ``from_pretrained`` code as production, so every code path runs for
+real; their text is random, so tests about what a reply says use the real offline models.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (
+    BlenderbotConfig,
+    BlenderbotForConditionalGeneration,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+)
+
+CORPUS = [
+    "Hello, how are you today? I am fine, thank you.",
+    "Bonjour, comment allez-vous ? Je vais bien, merci.",
+    "The weather is nice. Let us go for a walk in the park.",
+    "Il fait beau. Allons nous promener dans le parc.",
+    "What would you like to eat tonight? Maybe some pasta with vegetables.",
+    "Qu'est-ce que tu veux manger ce soir ? Peut-être des pâtes aux légumes.",
+]
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def _tokenizer(special: list[str]) -> PreTrainedTokenizerFast:
+    bpe = Tokenizer(models.BPE(unk_token=None))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    bpe.train_from_iterator(CORPUS * 4, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", pad_token="<pad>"
+    )
+
+
+def build_causal(folder: Path) -> Path:
+    """A two-layer Llama with a chat template (the chat and few-shot translation paths)."""
+    torch.manual_seed(0)
+    tokenizer = _tokenizer(["<pad>", "<s>", "</s>", "<|system|>", "<|user|>", "<|assistant|>"])
+    tokenizer.chat_template = CHAT_TEMPLATE
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def build_seq2seq(folder: Path, positions: int = 64) -> Path:
+    """A tiny Blenderbot with few positions, to exercise truncation (the real one has 128)."""
+    torch.manual_seed(0)
+    tokenizer = _tokenizer(["<pad>", "<s>", "</s>"])
+    config = BlenderbotConfig(
+        vocab_size=len(tokenizer),
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_position_embeddings=positions,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        decoder_start_token_id=tokenizer.bos_token_id,
+        forced_eos_token_id=None,
+    )
+    BlenderbotForConditionalGeneration(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
