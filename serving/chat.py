@@ -90,7 +90,3 @@ class ChatModel:
             raise GenerationError(
                 "The chat model ran out of memory; try a shorter conversation."
             ) from exc
-
-    def check_health(self) -> None:
-        if self.lm.model is None:
-            raise RuntimeError("chat model is not loaded")

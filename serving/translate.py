@@ -95,7 +95,3 @@ class Translator:
 
     async def translate(self, text: str) -> str:
         return "".join([piece async for piece in self.stream(text)]).strip()
-
-    def check_health(self) -> None:
-        if self.lm.model is None:
-            raise RuntimeError("translation model is not loaded")

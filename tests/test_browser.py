@@ -18,6 +18,16 @@ LAUNCH_ARGS = [
 ]
 
 
+RECORD_REPLY_LENGTHS = """() => {
+  window.replyLengths = [];
+  const chat = document.querySelector('#chatbot');
+  new MutationObserver(() => {
+    const bots = chat.querySelectorAll('.message.bot');
+    if (bots.length) window.replyLengths.push(bots[bots.length - 1].innerText.trim().length);
+  }).observe(chat, {childList: true, subtree: true, characterData: true});
+}"""
+
+
 def _settled_text(page, locator, quiet_ms: int = 1500) -> str:
     """The element's text once it has stopped changing (the turn is done and stored)."""
     text, still = locator.inner_text(), 0
@@ -47,18 +57,15 @@ def test_chat_streams_in_the_page_and_survives_a_reload(browser, tiny_app: str, 
     box = page.locator("#message textarea")
     box.wait_for(timeout=30_000)
 
+    # Record every length the reply takes in the DOM: a streamed reply takes several.
+    page.evaluate(RECORD_REPLY_LENGTHS)
     box.fill("Bonjour, comment allez-vous aujourd'hui ?")
     box.press("Enter")
     bot = page.locator("#chatbot .message.bot").last  # assistant bubbles
     bot.wait_for(timeout=30_000)
-    lengths = set()
-    for _ in range(200):  # sample the reply while it streams in
-        lengths.add(len(bot.inner_text()))
-        if page.locator("#message textarea").input_value() == "" and len(lengths) > 2:
-            break
-        page.wait_for_timeout(25)
-    assert len(lengths) > 1, "the reply did not grow while streaming"
     reply = _settled_text(page, bot)
+    lengths = page.evaluate("() => window.replyLengths")
+    assert len(set(lengths)) > 2, f"the reply did not grow while streaming: {lengths}"
     assert reply
 
     page.reload(wait_until="load")
