@@ -8,15 +8,7 @@ import pytest
 import websockets
 from ray import serve
 
-
-async def turn(socket, message: str, history: list[dict]) -> list[dict]:
-    await socket.send(json.dumps({"message": message, "history": history}))
-    events = []
-    async for raw in socket:
-        events.append(json.loads(raw))
-        if events[-1]["type"] in ("done", "error"):
-            return events
-    raise AssertionError("the socket closed in the middle of a turn")
+from tests.ws import ws_turn
 
 
 def ws_url(base_url: str) -> str:
@@ -42,14 +34,14 @@ def test_detector_deployment_through_a_handle(tiny_app: str):
 def test_websocket_carries_several_turns_including_french_with_history(tiny_app: str):
     async def conversation():
         async with websockets.connect(ws_url(tiny_app)) as socket:
-            first = await turn(socket, "Hello, how are you today?", [])
+            first = await ws_turn(socket, "Hello, how are you today?", [])
             done = first[-1]
             history = [
                 {"role": "user", "content": done["message_en"]},
                 {"role": "assistant", "content": done["reply_en"]},
             ]
-            second = await turn(socket, "Bonjour, comment allez-vous aujourd'hui ?", history)
-            third = await turn(socket, "And what about tomorrow?", [])
+            second = await ws_turn(socket, "Bonjour, comment allez-vous aujourd'hui ?", history)
+            third = await ws_turn(socket, "And what about tomorrow?", [])
             return first, second, third
 
     first, second, third = asyncio.run(conversation())
@@ -84,7 +76,7 @@ def test_websocket_bad_frames_get_error_events_and_the_socket_stays_usable(tiny_
             ]:
                 await socket.send(frame)
                 replies.append(json.loads(await socket.recv()))
-            good = await turn(socket, "Hello there", [])
+            good = await ws_turn(socket, "Hello there", [])
             return replies, good
 
     replies, good = asyncio.run(scenario())
@@ -127,3 +119,20 @@ def test_healthz_lists_every_deployment(tiny_app: str):
     for name in ["ChatModel", "TranslatorFrEn", "TranslatorEnFr", "LanguageDetector", "Router"]:
         assert deployments[f"api/{name}"] == "HEALTHY"
     assert deployments["ui/ChatUI"] == "HEALTHY"
+
+
+def test_a_model_side_refusal_reaches_the_client_as_its_own_error(tiny_app: str):
+    """InvalidRequestError raised in the ChatModel replica crosses Ray and the stream intact."""
+    too_long = "Let us go for a walk in the park and talk. " * 80  # > the tiny model's context
+
+    async def scenario():
+        async with websockets.connect(ws_url(tiny_app)) as socket:
+            refused = await ws_turn(socket, too_long, [])
+            after = await ws_turn(socket, "Hello again", [])
+            return refused, after
+
+    refused, after = asyncio.run(scenario())
+    error = refused[-1]
+    assert error["type"] == "error" and error["code"] == "invalid_request", error
+    assert "too long for the chat model" in error["message"]
+    assert after[-1]["type"] == "done"

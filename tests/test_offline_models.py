@@ -1,7 +1,6 @@
 """End to end on the real offline models (SmolLM2 chat, Gemma 3 translation), judged by lingua."""
 
 import asyncio
-import json
 
 import pytest
 import websockets
@@ -10,6 +9,7 @@ from ray import serve
 from serving.app import build_api
 from serving.config import load_config
 from serving.detect import LanguageDetector
+from tests.ws import ws_turn
 
 pytestmark = pytest.mark.slow
 
@@ -25,13 +25,7 @@ def offline_api(serve_instance: int) -> str:
 
 async def _turn(url: str, message: str) -> list[dict]:
     async with websockets.connect(url, open_timeout=30) as socket:
-        await socket.send(json.dumps({"message": message, "history": []}))
-        events = []
-        async for raw in socket:
-            events.append(json.loads(raw))
-            if events[-1]["type"] in ("done", "error"):
-                return events
-    raise AssertionError("socket closed mid-turn")
+        return await ws_turn(socket, message, [])
 
 
 @pytest.fixture(scope="module")
