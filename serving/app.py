@@ -82,14 +82,16 @@ class AppArgs(BaseModel):
     )
 
 
-def _config(args: AppArgs) -> AppConfig:
+def _config(args: AppArgs | dict) -> AppConfig:
+    # Serve hands over a plain dict when it cannot see the annotation (postponed annotations).
+    args = AppArgs.model_validate(args)
     overrides = {"http": {"port": args.port}} if args.port else None
     return load_config(args.profile, args.config, overrides)
 
 
-def api_app(args: AppArgs) -> Application:
+def api_app(args: AppArgs | dict) -> Application:
     return build_api(_config(args))
 
 
-def ui_app(args: AppArgs) -> Application:
+def ui_app(args: AppArgs | dict) -> Application:
     return build_ui(_config(args))

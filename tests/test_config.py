@@ -61,3 +61,15 @@ def test_autoscaling_replaces_fixed_replicas():
     options = settings.serve_options(False, "Chat")
     assert "num_replicas" not in options
     assert options["autoscaling_config"]["max_replicas"] == 2
+
+
+def test_serve_config_builders_take_the_yaml_args():
+    import yaml
+
+    from serving.app import _config
+
+    serve_yaml = yaml.safe_load((Path(__file__).parent.parent / "serve_config.yaml").read_text())
+    for application in serve_yaml["applications"]:
+        config = _config(application["args"])
+        assert config.profile == "offline"
+    assert _config({"profile": "seed", "port": 8123}).api_url == "ws://127.0.0.1:8123/api/chat"
