@@ -10,7 +10,8 @@ import torch
 
 from serving.config import ChatSettings, ModelSpec
 from serving.errors import GenerationError, InvalidRequestError
-from serving.streaming import stream_generate
+from serving.protocol import PromptInfo
+from serving.streaming import GenerationStats, stream_generate
 from serving.translate import apply_threads
 from serving.weights import LoadedModel, load
 
@@ -27,6 +28,7 @@ class ChatModel:
         self.settings = settings
         self.lm = loader(settings.model)
         self.generate_kwargs = settings.generation.generate_kwargs()
+        self.stats = GenerationStats()
         if self.lm.is_encoder_decoder:  # the decoder has the same position limit as the encoder
             cap = self.lm.context_limit - 2
             self.generate_kwargs["max_new_tokens"] = min(
@@ -42,51 +44,66 @@ class ChatModel:
 
     def build_inputs(
         self, history: list[Message], message: str
-    ) -> tuple[dict[str, torch.Tensor], int]:
-        """Tokenised prompt, dropping the oldest turns to fit; returns it and the turns dropped."""
+    ) -> tuple[dict[str, torch.Tensor], PromptInfo]:
+        """Tokenised prompt, dropping the oldest turns to fit, and what was left out."""
         if self.lm.is_encoder_decoder:
             return self._seq2seq_inputs(history, message)
         return self._causal_inputs(history, message)
 
-    def _causal_inputs(self, history: list[Message], message: str) -> tuple[dict[str, Any], int]:
+    def _causal_inputs(
+        self, history: list[Message], message: str
+    ) -> tuple[dict[str, Any], PromptInfo]:
         system = (
             [{"role": "system", "content": self.settings.system_prompt}]
             if self.settings.system_prompt
             else []
         )
-        for dropped in range(0, len(history) + 1):
+        # Keep whole exchanges: the kept history starts at a user message (or is empty).
+        users = {i for i, turn in enumerate(history) if turn["role"] == "user"}
+        starts = sorted({0, len(history)} | users)
+        for dropped in starts:
             messages = system + history[dropped:] + [{"role": "user", "content": message}]
             inputs = self.lm.tokenizer.apply_chat_template(
                 messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
             )
-            if inputs["input_ids"].shape[1] <= self.input_budget:
-                return dict(inputs), dropped
+            if (length := inputs["input_ids"].shape[1]) <= self.input_budget:
+                return dict(inputs), PromptInfo(dropped, length)
         raise InvalidRequestError(
             f"The message is too long for the chat model ({inputs['input_ids'].shape[1]} tokens; "
             f"the limit is {self.input_budget}). Shorten it and send it again."
         )
 
-    def _seq2seq_inputs(self, history: list[Message], message: str) -> tuple[dict[str, Any], int]:
+    def _seq2seq_inputs(
+        self, history: list[Message], message: str
+    ) -> tuple[dict[str, Any], PromptInfo]:
         tokenizer = self.lm.tokenizer
         turns = [turn["content"] for turn in history] + [message]
         for dropped in range(len(turns)):
             text = self.settings.turn_separator.join(turns[dropped:])
             ids = tokenizer(text, return_tensors="pt")
-            if ids["input_ids"].shape[1] <= self.input_budget:
-                return dict(ids), dropped
+            if (length := ids["input_ids"].shape[1]) <= self.input_budget:
+                return dict(ids), PromptInfo(dropped, length)
         # The message alone is too long: keep its end, as the model reads it (Blenderbot: 128).
         tokenizer.truncation_side = "left"
         ids = tokenizer(message, return_tensors="pt", truncation=True, max_length=self.input_budget)
-        return dict(ids), len(history)
+        return dict(ids), PromptInfo(len(history), self.input_budget, message_truncated=True)
 
-    async def stream(self, history: list[Message], message: str) -> AsyncIterator[str]:
-        inputs, dropped = self.build_inputs(history, message)
-        if dropped:
-            logger.info("Left %d oldest turns out of the model's view to fit its context.", dropped)
+    async def stream(self, history: list[Message], message: str) -> AsyncIterator[PromptInfo | str]:
+        """A ``PromptInfo``, then the reply's text pieces as the model generates them."""
+        inputs, info = self.build_inputs(history, message)
+        if info.history_dropped or info.message_truncated:
+            logger.info("Prompt cut to fit the model's context: %s", info)
+        yield info
         try:
-            async for piece in stream_generate(self.lm, inputs, self.generate_kwargs):
+            async for piece in stream_generate(
+                self.lm, inputs, self.generate_kwargs, stats=self.stats
+            ):
                 yield piece
         except torch.OutOfMemoryError as exc:
             raise GenerationError(
                 "The chat model ran out of memory; try a shorter conversation."
             ) from exc
+
+    def activity(self) -> dict[str, int]:
+        """Generations running now and decoding steps so far (proves that a stop stops)."""
+        return self.stats.snapshot()

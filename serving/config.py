@@ -158,6 +158,14 @@ class DetectorSettings(_Strict):
 class RouterSettings(_Strict):
     max_message_chars: int = Field(4000, ge=1, description="Longest accepted user message.")
     max_history_turns: int = Field(200, ge=0, description="Most history entries accepted.")
+    max_sentence_chars: int = Field(
+        300,
+        ge=20,
+        description=(
+            "French replies are translated sentence by sentence as the English streams; a "
+            "sentence still open after this many characters is translated in clauses."
+        ),
+    )
     deployment: DeploymentSettings = Field(
         default_factory=lambda: DeploymentSettings(
             ray_actor_options=ActorOptions(num_cpus=0.1), max_ongoing_requests=64
@@ -227,11 +235,11 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
+            merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = value
     return merged
@@ -263,8 +271,8 @@ def load_config(
         raise ConfigError(
             f"Profile {name!r} does not exist. Choose one of: {', '.join(available_profiles())}."
         )
-    data = _merge(_read_yaml(profile_path), user)
-    data = _merge(data, overrides or {})
+    data = deep_merge(_read_yaml(profile_path), user)
+    data = deep_merge(data, overrides or {})
     data["profile"] = name
     try:
         return AppConfig.model_validate(data)

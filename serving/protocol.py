@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from serving.config import RouterSettings
 from serving.errors import InvalidRequestError
+
+
+@dataclass(frozen=True)
+class PromptInfo:
+    """The first item of every reply stream: how much of the conversation the model sees."""
+
+    history_dropped: int  # oldest history messages left out to fit the model's context
+    prompt_tokens: int
+    message_truncated: bool = False  # only the end of the message fitted (seq2seq models)
 
 
 class Turn(BaseModel):
@@ -68,21 +78,34 @@ def parse_request(raw: str | bytes | dict[str, Any], settings: RouterSettings) -
     return request
 
 
-def start_event(language: str, message_en: str) -> dict[str, Any]:
-    return {"type": "start", "language": language, "message_en": message_en}
+def start_event(language: str, message_en: str, history_dropped: int = 0) -> dict[str, Any]:
+    """``history_dropped``: how many of the oldest history messages the model could not see."""
+    return {
+        "type": "start",
+        "language": language,
+        "message_en": message_en,
+        "history_dropped": history_dropped,
+    }
 
 
-def delta_event(text: str) -> dict[str, Any]:
-    return {"type": "delta", "text": text}
+def delta_event(text: str, text_en: str | None = None) -> dict[str, Any]:
+    """On French turns, ``text_en`` (with the first piece of each sentence) is its English."""
+    event = {"type": "delta", "text": text}
+    if text_en is not None:
+        event["text_en"] = text_en
+    return event
 
 
-def done_event(reply: str, reply_en: str, message_en: str, language: str) -> dict[str, Any]:
+def done_event(
+    reply: str, reply_en: str, message_en: str, language: str, history_dropped: int = 0
+) -> dict[str, Any]:
     return {
         "type": "done",
         "reply": reply,
         "reply_en": reply_en,
         "message_en": message_en,
         "language": language,
+        "history_dropped": history_dropped,
     }
 
 

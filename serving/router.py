@@ -23,6 +23,7 @@ from serving.config import RouterSettings
 from serving.errors import ChatServiceError, GenerationError, InvalidRequestError, ServiceBusyError
 from serving.protocol import (
     ChatRequest,
+    PromptInfo,
     delta_event,
     done_event,
     error_event,
@@ -30,6 +31,12 @@ from serving.protocol import (
     start_event,
 )
 from serving.sentences import SentenceBuffer, separator_after
+
+
+def english_separator(previous: str) -> str:
+    """Between two English sentences as the chat model wrote them (a line end is kept)."""
+    return "" if previous.endswith("\n") else " "
+
 
 logger = logging.getLogger("ray.serve")
 
@@ -75,36 +82,53 @@ class Router:
             message_en = await self.fr_en.translate.remote(request.message)
         else:
             message_en = request.message
-        yield start_event(language, message_en)
         history = [turn.model_dump() for turn in request.history]
         english = self.chat.stream.remote(history, message_en)
-        reply_en: list[str] = []
-        reply: list[str] = []
-        stream = (
-            self._relay(english, reply_en)
-            if language == "en"
-            else self._to_french(english, reply_en)
+        try:
+            prompt: PromptInfo = await anext(english)
+            yield start_event(language, message_en, prompt.history_dropped)
+            reply_en: list[str] = []
+            reply: list[str] = []
+            deltas = (
+                self._relay(english, reply_en)
+                if language == "en"
+                else self._to_french(english, reply_en)
+            )
+            async for delta in deltas:
+                reply.append(delta["text"])
+                yield delta
+        except BaseException:
+            # The client left or a step failed: a handle stream is not cancelled by our own
+            # cancellation, so stop the chat model's generate explicitly.
+            english.cancel()
+            raise
+        yield done_event(
+            "".join(reply).strip(),
+            "".join(reply_en).strip(),
+            message_en,
+            language,
+            prompt.history_dropped,
         )
-        async for piece in stream:
-            reply.append(piece)
-            yield delta_event(piece)
-        yield done_event("".join(reply).strip(), "".join(reply_en).strip(), message_en, language)
 
     @staticmethod
-    async def _relay(english: AsyncIterator[str], sink: list[str]) -> AsyncIterator[str]:
+    async def _relay(english: AsyncIterator[str], sink: list[str]) -> AsyncIterator[dict]:
         async for piece in english:
             if not sink:
                 piece = piece.lstrip()
             sink.append(piece)
             if piece:
-                yield piece
+                yield delta_event(piece)
 
-    async def _to_french(self, english: AsyncIterator[str], sink: list[str]) -> AsyncIterator[str]:
-        """Translate each English sentence once it closes, while the chat model keeps going."""
+    async def _to_french(self, english: AsyncIterator[str], sink: list[str]) -> AsyncIterator[dict]:
+        """Translate each English sentence once it closes, while the chat model keeps going.
+
+        The first delta of each sentence also carries that sentence in English (``text_en``), so
+        a client that stops mid-reply still knows what the model said up to there.
+        """
         sentences: asyncio.Queue[str | BaseException | None] = asyncio.Queue()
 
         async def cut() -> None:
-            buffer = SentenceBuffer()
+            buffer = SentenceBuffer(self.settings.max_sentence_chars)
             try:
                 async for piece in english:
                     sink.append(piece)
@@ -122,38 +146,65 @@ class Router:
             while (item := await sentences.get()) is not None:
                 if isinstance(item, BaseException):
                     raise item
-                if previous is not None:
-                    yield separator_after(previous)
-                async for piece in self.en_fr.stream.remote(item):
-                    yield piece
+                text_en = item if previous is None else english_separator(previous) + item
+                separator = "" if previous is None else separator_after(previous)
+                french = self.en_fr.stream.remote(item)
+                try:
+                    async for piece in french:
+                        yield delta_event(separator + piece, text_en)
+                        separator, text_en = "", None
+                except BaseException:
+                    french.cancel()
+                    raise
                 previous = item
         finally:
             cutter.cancel()
 
     @api.websocket("/chat")
     async def chat_socket(self, websocket: WebSocket) -> None:
-        """Many turns per connection; every failure is an ``error`` event, never a silent close."""
+        """Many turns per connection; every failure is an ``error`` event, never a silent close.
+
+        A reader task watches the socket while a turn streams: if the client leaves mid-reply,
+        the turn is cancelled at once and the models stop, instead of writing to nobody.
+        """
         await websocket.accept()
-        try:
+        frames: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+        async def read() -> None:
             while True:
                 frame = await websocket.receive()
+                frames.put_nowait(frame)
                 if frame["type"] == "websocket.disconnect":
                     return
-                try:
-                    if frame.get("text") is None:
-                        raise InvalidRequestError(
-                            "Send each turn as a JSON text frame, not binary."
-                        )
-                    request = parse_request(frame["text"], self.settings)
-                    async for event in self.run_turn(request):
-                        await websocket.send_json(event)
-                except (WebSocketDisconnect, asyncio.CancelledError):
-                    raise
-                except Exception as exc:
-                    error = as_service_error(exc)
-                    await websocket.send_json(error_event(error.code, error.message))
+
+        reader = asyncio.create_task(read())
+        try:
+            while (frame := await frames.get())["type"] != "websocket.disconnect":
+                turn = asyncio.create_task(self._answer(websocket, frame))
+                await asyncio.wait({turn, reader}, return_when=asyncio.FIRST_COMPLETED)
+                if not turn.done():  # the client left mid-turn
+                    turn.cancel()
+                    await asyncio.gather(turn, return_exceptions=True)
+                    return
+                turn.result()
         except WebSocketDisconnect:
             return
+        finally:
+            reader.cancel()
+
+    async def _answer(self, websocket: WebSocket, frame: dict[str, Any]) -> None:
+        """One turn on the socket: its events, or one ``error`` event."""
+        try:
+            if frame.get("text") is None:
+                raise InvalidRequestError("Send each turn as a JSON text frame, not binary.")
+            request = parse_request(frame["text"], self.settings)
+            async for event in self.run_turn(request):
+                await websocket.send_json(event)
+        except (WebSocketDisconnect, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            error = as_service_error(exc)
+            await websocket.send_json(error_event(error.code, error.message))
 
     @api.post("/chat")
     async def chat_once(self, request: Request) -> JSONResponse:

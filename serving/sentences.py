@@ -81,14 +81,38 @@ def split_sentences(text: str) -> list[str]:
     return sentences + ([rest.strip()] if rest.strip() else [])
 
 
-class SentenceBuffer:
-    """Accumulates streamed pieces and hands back each sentence once it is closed."""
+# Where a run-on sentence may be cut, best first: after a clause mark, then at any space.
+_CLAUSE = re.compile(r"[,;:]\s")
+_SPACE = re.compile(r"\s")
 
-    def __init__(self) -> None:
+
+def cut_run_on(text: str, limit: int) -> tuple[str, str]:
+    """Cut an unfinished sentence longer than ``limit`` characters at a clause boundary."""
+    head = text[:limit]
+    for boundary in (_CLAUSE, _SPACE):
+        ends = [match.end() for match in boundary.finditer(head)]
+        if ends and ends[-1] > limit // 3:
+            return text[: ends[-1]].strip(), text[ends[-1] :]
+    return head.strip(), text[limit:]
+
+
+class SentenceBuffer:
+    """Accumulates streamed pieces and hands back each sentence once it is closed.
+
+    A sentence that runs on past ``max_chars`` without closing is handed back in clauses, so a
+    listener (the translator) is never kept waiting for a full stop that may not come.
+    """
+
+    def __init__(self, max_chars: int = 300) -> None:
+        self.max_chars = max_chars
         self._pending = ""
 
     def feed(self, piece: str) -> list[str]:
         sentences, self._pending = split_complete(self._pending + piece)
+        while len(self._pending) > self.max_chars:
+            clause, self._pending = cut_run_on(self._pending, self.max_chars)
+            if clause:
+                sentences.append(clause)
         return sentences
 
     def flush(self) -> str | None:

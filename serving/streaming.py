@@ -10,12 +10,54 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from transformers import AsyncTextIteratorStreamer, StoppingCriteria, StoppingCriteriaList
 
 from serving.weights import LoadedModel
+
+
+class TokenStreamer(AsyncTextIteratorStreamer):
+    """Hands over new text at every generated token, as soon as it decodes to whole characters.
+
+    transformers' streamers hold symbols back until the next space and decode all the text so
+    far at every step. This one decodes a window of the last few tokens (the incremental
+    detokenisation of vLLM and TGI): the text still comes out exactly as a whole decode would
+    give it, but token by token and at a constant cost per token.
+    """
+
+    def __init__(self, tokenizer, **decode_kwargs) -> None:
+        super().__init__(tokenizer, skip_prompt=True, **decode_kwargs)
+        self.prefix_offset = 0  # decoding context starts here
+        self.read_offset = 0  # text of the tokens before this one was already handed over
+
+    def put(self, value: torch.Tensor) -> None:
+        if value.dim() > 1:
+            value = value[0]  # a batch of one
+        if self.next_tokens_are_prompt:
+            self.next_tokens_are_prompt = False
+            return
+        self.token_cache.extend(value.tolist())
+        self._hand_over(final=False)
+
+    def _hand_over(self, final: bool) -> None:
+        tokens = self.token_cache
+        seen = self.tokenizer.decode(
+            tokens[self.prefix_offset : self.read_offset], **self.decode_kwargs
+        )
+        text = self.tokenizer.decode(tokens[self.prefix_offset :], **self.decode_kwargs)
+        # U+FFFD at the end: a character split across tokens; wait for the rest of its bytes.
+        if len(text) > len(seen) and (final or not text.endswith("\ufffd")):
+            self.on_finalized_text(text[len(seen) :])
+            self.prefix_offset, self.read_offset = self.read_offset, len(tokens)
+
+    def end(self) -> None:
+        self._hand_over(final=True)
+        self.token_cache, self.prefix_offset, self.read_offset = [], 0, 0
+        self.next_tokens_are_prompt = True
+        self.on_finalized_text("", stream_end=True)
 
 
 class StopOnEvent(StoppingCriteria):
@@ -28,6 +70,37 @@ class StopOnEvent(StoppingCriteria):
         self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs
     ) -> torch.BoolTensor:
         return torch.full((input_ids.shape[0],), self.event.is_set(), device=input_ids.device)
+
+
+@dataclass
+class GenerationStats:
+    """What a model worker is doing: generations running now and decoding steps taken so far."""
+
+    active: int = 0
+    steps: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, active: int = 0, steps: int = 0) -> None:
+        with self._lock:  # generate threads run side by side
+            self.active += active
+            self.steps += steps
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return {"active": self.active, "steps": self.steps}
+
+
+class CountSteps(StoppingCriteria):
+    """Counts decoding steps as ``generate`` takes them (never stops anything)."""
+
+    def __init__(self, stats: GenerationStats) -> None:
+        self.stats = stats
+
+    def __call__(
+        self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs
+    ) -> torch.BoolTensor:
+        self.stats.add(steps=1)
+        return torch.zeros((input_ids.shape[0],), dtype=torch.bool, device=input_ids.device)
 
 
 class StopOnNewline(StoppingCriteria):
@@ -51,17 +124,21 @@ async def stream_generate(
     inputs: dict[str, torch.Tensor],
     generate_kwargs: dict[str, Any],
     stop_at_newline: bool = False,
+    stats: GenerationStats | None = None,
 ) -> AsyncIterator[str]:
-    """Yield decoded text pieces as ``generate`` produces them."""
-    streamer = AsyncTextIteratorStreamer(lm.tokenizer, skip_prompt=True, skip_special_tokens=True)
+    """Yield decoded text pieces as ``generate`` produces them (counted in ``stats``)."""
+    streamer = TokenStreamer(lm.tokenizer, skip_special_tokens=True)
     cancelled = threading.Event()
     criteria: list[StoppingCriteria] = [StopOnEvent(cancelled)]
     if stop_at_newline:
         criteria.append(StopOnNewline(lm.tokenizer, inputs["input_ids"].shape[1]))
+    stats = stats or GenerationStats()
+    criteria.append(CountSteps(stats))
     inputs = {name: tensor.to(lm.device) for name, tensor in inputs.items()}
     failure: list[BaseException] = []
 
     def run() -> None:
+        stats.add(active=1)
         try:
             with torch.inference_mode():
                 lm.model.generate(
@@ -74,6 +151,8 @@ async def stream_generate(
         except BaseException as exc:  # surfaced to the consumer below, never lost in the thread
             failure.append(exc)
             streamer.end()
+        finally:
+            stats.add(active=-1)
 
     worker = asyncio.get_running_loop().run_in_executor(None, run)
     try:

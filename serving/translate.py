@@ -10,7 +10,7 @@ import torch
 from serving.config import ModelSpec, TranslatorSettings
 from serving.errors import GenerationError
 from serving.sentences import separator_after, split_sentences
-from serving.streaming import stream_generate
+from serving.streaming import GenerationStats, stream_generate
 from serving.weights import LoadedModel, load
 
 # A list marker or heading at the start of a sentence: kept as is, not sent to the model.
@@ -31,6 +31,7 @@ class Translator:
         apply_threads(settings.model)
         self.settings = settings
         self.lm = loader(settings.model)
+        self.stats = GenerationStats()
 
     def _inputs(self, sentence: str) -> dict[str, torch.Tensor]:
         prompt = self.settings.prompt
@@ -64,7 +65,11 @@ class Translator:
         kwargs["min_new_tokens"] = min(kwargs["min_new_tokens"], kwargs["max_new_tokens"])
         started = False
         async for piece in stream_generate(
-            self.lm, inputs, kwargs, stop_at_newline=not self.lm.is_encoder_decoder
+            self.lm,
+            inputs,
+            kwargs,
+            stop_at_newline=not self.lm.is_encoder_decoder,
+            stats=self.stats,
         ):
             if not self.lm.is_encoder_decoder:
                 if "\n" in piece:  # the few-shot answer ends at its line
@@ -95,3 +100,7 @@ class Translator:
 
     async def translate(self, text: str) -> str:
         return "".join([piece async for piece in self.stream(text)]).strip()
+
+    def activity(self) -> dict[str, int]:
+        """Translations running now and decoding steps so far."""
+        return self.stats.snapshot()

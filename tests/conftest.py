@@ -14,13 +14,19 @@ import pytest
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-from serving.config import AppConfig, load_config  # noqa: E402
+from serving.config import AppConfig, deep_merge, load_config  # noqa: E402
 from tests.tiny_models import build_causal, build_seq2seq  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def tiny_causal(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_causal(tmp_path_factory.mktemp("tiny-causal"))
+
+
+@pytest.fixture(scope="session")
+def tiny_causal_long(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Llama with room for thousands of tokens."""
+    return build_causal(tmp_path_factory.mktemp("tiny-causal-long"), positions=8192)
 
 
 @pytest.fixture(scope="session")
@@ -34,13 +40,13 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def tiny_config(causal: Path, seq2seq: Path, port: int = 8000) -> AppConfig:
+def tiny_config(
+    causal: Path, seq2seq: Path, port: int = 8000, extra: dict | None = None
+) -> AppConfig:
     """The offline profile's graph with tiny models: causal chat, seq2seq and causal translators."""
     small = {"ray_actor_options": {"num_cpus": 0.1, "num_gpus": 0}}
     generation = {"max_new_tokens": 24, "min_new_tokens": 8}
-    return load_config(
-        "offline",
-        overrides={
+    overrides = {
             "http": {"port": port},
             "chat": {
                 "model": {"source": str(causal), "threads": 1},
@@ -60,8 +66,8 @@ def tiny_config(causal: Path, seq2seq: Path, port: int = 8000) -> AppConfig:
             "detector": {"deployment": small},
             "router": {"deployment": small},
             "ui": {"deployment": small, "storage_secret": "test-secret"},
-        },
-    )
+    }
+    return load_config("offline", overrides=deep_merge(overrides, extra or {}))
 
 
 @pytest.fixture
@@ -106,5 +112,35 @@ def tiny_app(serve_instance: int, tiny_causal: Path, tiny_seq2seq: Path) -> str:
     for app in build_apps(config):
         serve.run(app.app, name=app.name, route_prefix=app.route_prefix)
     base_url = f"http://127.0.0.1:{serve_instance}"
+    wait_healthy(base_url)
+    return base_url
+
+
+LONG_REPLY_TOKENS = 6000
+
+
+@pytest.fixture(scope="session")
+def long_app(serve_instance: int, tiny_causal_long: Path, tiny_causal: Path, tiny_seq2seq: Path):
+    """A second graph whose chat model always writes 6000 tokens: replies long enough to stop.
+
+    Its page is at /long and its API at /long/api, beside the tiny graph.
+    """
+    from ray import serve
+
+    from serving.app import build_api, build_ui
+
+    long_reply = {"max_new_tokens": LONG_REPLY_TOKENS, "min_new_tokens": LONG_REPLY_TOKENS}
+    config = tiny_config(
+        tiny_causal,
+        tiny_seq2seq,
+        serve_instance,
+        extra={
+            "chat": {"model": {"source": str(tiny_causal_long)}, "generation": long_reply},
+            "ui": {"api_url": f"ws://127.0.0.1:{serve_instance}/long/api/chat"},
+        },
+    )
+    serve.run(build_api(config), name="long-api", route_prefix="/long/api")
+    serve.run(build_ui(config), name="long-ui", route_prefix="/long")
+    base_url = f"http://127.0.0.1:{serve_instance}/long"
     wait_healthy(base_url)
     return base_url

@@ -2,12 +2,14 @@
 
 import asyncio
 import json
+import time
 
 import httpx
 import pytest
 import websockets
 from ray import serve
 
+from tests.conftest import LONG_REPLY_TOKENS
 from tests.ws import ws_turn
 
 
@@ -18,10 +20,11 @@ def ws_url(base_url: str) -> str:
 def test_chat_deployment_streams_through_a_handle(tiny_app: str):
     chat = serve.get_deployment_handle("ChatModel", app_name="api").options(stream=True)
 
-    async def pieces() -> list[str]:
+    async def pieces() -> list:
         return [piece async for piece in chat.stream.remote([], "Hello, how are you today?")]
 
-    out = asyncio.run(pieces())
+    info, *out = asyncio.run(pieces())
+    assert info.history_dropped == 0 and info.prompt_tokens > 0
     assert len(out) > 1 and "".join(out).strip()
 
 
@@ -54,6 +57,7 @@ def test_websocket_carries_several_turns_including_french_with_history(tiny_app:
         "type": "start",
         "language": "en",
         "message_en": "Hello, how are you today?",
+        "history_dropped": 0,
     }
     assert first[-1]["reply"] == first[-1]["reply_en"]
     french_start, french_done = second[0], second[-1]
@@ -62,6 +66,12 @@ def test_websocket_carries_several_turns_including_french_with_history(tiny_app:
     assert french_done["message_en"] == french_start["message_en"]
     assert french_done["language"] == "fr" and french_done["reply_en"] and french_done["reply"]
     assert third[0]["language"] == "en"
+    # Each French sentence's first delta names its English source, in the reply's order.
+    sources = [e["text_en"].strip() for e in second[1:-1] if "text_en" in e]
+    assert sources and "text_en" in second[1]
+    position = 0
+    for source in sources:
+        position = french_done["reply_en"].index(source, position) + len(source)
 
 
 def test_websocket_bad_frames_get_error_events_and_the_socket_stays_usable(tiny_app: str):
@@ -93,7 +103,7 @@ def test_http_chat_returns_the_done_event(tiny_app: str):
     )
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"reply", "reply_en", "message_en", "language"}
+    assert set(body) == {"reply", "reply_en", "message_en", "language", "history_dropped"}
     assert body["language"] == "en" and body["reply"]
 
 
@@ -136,3 +146,58 @@ def test_a_model_side_refusal_reaches_the_client_as_its_own_error(tiny_app: str)
     assert error["type"] == "error" and error["code"] == "invalid_request", error
     assert "too long for the chat model" in error["message"]
     assert after[-1]["type"] == "done"
+
+
+def _settled_activity(handle, timeout: float = 10) -> dict[str, int]:
+    """The replica's generation counters once nothing runs and the step count holds still."""
+    deadline = time.monotonic() + timeout
+    last = handle.activity.remote().result()
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = handle.activity.remote().result()
+        if now["active"] == 0 and now == last:
+            return now
+        last = now
+    raise AssertionError(f"the replica kept generating: {last}")
+
+
+def test_closing_the_socket_mid_reply_stops_the_chat_model_and_the_translator(long_app: str):
+    """The client leaves during a French reply; generate stops upstream within a few tokens."""
+    chat = serve.get_deployment_handle("ChatModel", app_name="long-api")
+    en_fr = serve.get_deployment_handle("TranslatorEnFr", app_name="long-api")
+    before = _settled_activity(chat)
+
+    async def leave_after_three_deltas() -> int:
+        url = long_app.replace("http://", "ws://") + "/api/chat"
+        async with websockets.connect(url) as socket:
+            await socket.send(json.dumps({"message": "Bonjour, comment allez-vous ?"}))
+            deltas = 0
+            while deltas < 3:
+                deltas += json.loads(await socket.recv())["type"] == "delta"
+        return (await chat.activity.remote())["steps"]
+
+    at_close = asyncio.run(leave_after_three_deltas())
+    after = _settled_activity(chat)
+    generated = after["steps"] - before["steps"]
+    assert generated < LONG_REPLY_TOKENS / 2, f"{generated} of {LONG_REPLY_TOKENS} tokens"
+    # Counted from a call made after the close: the replica had already stopped (1 step here).
+    assert after["steps"] - at_close <= 30, f"{after['steps'] - at_close} steps after the close"
+    assert _settled_activity(en_fr)["active"] == 0
+
+
+def test_long_history_is_trimmed_and_the_client_is_told(tiny_app: str):
+    exchange = [
+        {"role": "user", "content": "What would you like to eat tonight? " * 6},
+        {"role": "assistant", "content": "Maybe some pasta with vegetables. " * 6},
+    ]
+
+    async def scenario():
+        async with websockets.connect(ws_url(tiny_app)) as socket:
+            return await ws_turn(socket, "And tomorrow?", exchange * 12)
+
+    events = asyncio.run(scenario())
+    start, done = events[0], events[-1]
+    assert done["type"] == "done", done
+    dropped = start["history_dropped"]
+    assert 0 < dropped < 24 and dropped % 2 == 0, start
+    assert done["history_dropped"] == dropped

@@ -6,6 +6,7 @@ import pytest
 from serving.chat import ChatModel
 from serving.config import ChatSettings, GenerationSettings, ModelSpec
 from serving.errors import InvalidRequestError
+from serving.protocol import PromptInfo
 
 HISTORY = [
     {"role": "user", "content": "Hello, how are you today?"},
@@ -23,7 +24,10 @@ def chat_model(folder: Path, **model) -> ChatModel:
 
 
 async def collect(model: ChatModel, history, message: str) -> list[str]:
-    return [piece async for piece in model.stream(history, message)]
+    stream = model.stream(history, message)
+    info = await anext(stream)
+    assert isinstance(info, PromptInfo) and info.prompt_tokens > 0
+    return [piece async for piece in stream]
 
 
 def test_causal_chat_streams_several_pieces(tiny_causal: Path):
@@ -41,16 +45,25 @@ def test_seq2seq_chat_answers(tiny_seq2seq: Path):
 
 
 def test_causal_history_is_trimmed_from_the_oldest_turn(tiny_causal: Path):
-    model = chat_model(tiny_causal, max_input_tokens=60)
+    model = chat_model(tiny_causal, max_input_tokens=100)
     history = [
         {"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i} " * 4}
         for i in range(10)
     ]
-    inputs, dropped = model.build_inputs(history, "Last question?")
-    assert dropped > 0
-    assert inputs["input_ids"].shape[1] <= model.input_budget
+    inputs, info = model.build_inputs(history, "Last question?")
+    assert info.history_dropped > 0 and not info.message_truncated
+    assert info.history_dropped % 2 == 0, "an exchange was cut in half"
+    assert inputs["input_ids"].shape[1] == info.prompt_tokens <= model.input_budget
     text = model.lm.tokenizer.decode(inputs["input_ids"][0])
-    assert "turn 9" in text and "turn 0" not in text and "Last question?" in text
+    assert "turn 8" in text and "turn 9" in text and "turn 0" not in text
+    assert "Last question?" in text
+
+
+def test_short_history_is_sent_whole(tiny_causal: Path):
+    model = chat_model(tiny_causal)
+    inputs, info = model.build_inputs(HISTORY, "Last question?")
+    assert info.history_dropped == 0
+    assert "Hello, how are you today?" in model.lm.tokenizer.decode(inputs["input_ids"][0])
 
 
 def test_causal_message_longer_than_the_context_is_refused_clearly(tiny_causal: Path):
@@ -64,6 +77,6 @@ def test_seq2seq_long_input_is_cut_to_its_positions_not_an_index_error(tiny_seq2
     long_history = HISTORY * 20
     pieces = asyncio.run(collect(model, long_history, "The weather is nice. " * 40))
     assert "".join(pieces).strip()
-    inputs, dropped = model.build_inputs(long_history, "The weather is nice. " * 40)
-    assert dropped == len(long_history)
+    inputs, info = model.build_inputs(long_history, "The weather is nice. " * 40)
+    assert info.history_dropped == len(long_history) and info.message_truncated
     assert inputs["input_ids"].shape[1] <= model.lm.context_limit

@@ -28,3 +28,17 @@ def test_buffer_releases_a_sentence_only_once_it_is_closed():
     assert released == [[], [], [], ["It costs 3.5 euros."], []]
     assert buffer.flush() == "Then more."
     assert buffer.flush() is None
+
+
+def test_a_run_on_sentence_is_released_in_clauses():
+    buffer = SentenceBuffer(max_chars=40)
+    words = "first we walk to the park, then we sit by the lake and we talk about books"
+    released = [clause for word in words.split() for clause in buffer.feed(word + " ")]
+    assert released == ["first we walk to the park,", "then we sit by the lake and we talk"]
+    assert buffer.flush() == "about books"
+
+
+def test_a_run_on_without_spaces_is_cut_at_the_limit():
+    buffer = SentenceBuffer(max_chars=10)
+    assert buffer.feed("x" * 25) == ["x" * 10, "x" * 10]
+    assert buffer.flush() == "x" * 5

@@ -53,3 +53,21 @@ def test_a_failing_generate_raises_to_the_consumer(tiny_causal: Path):
         pass
     else:
         raise AssertionError("an invalid generate call did not raise")
+
+
+def test_text_comes_token_by_token_and_equals_a_whole_decode(tiny_causal: Path):
+    lm = load(ModelSpec(source=str(tiny_causal)))
+    inputs = dict(lm.tokenizer("Bonjour, comment allez-vous ? 😀 café", return_tensors="pt"))
+    settings = {"max_new_tokens": 200, "min_new_tokens": 200, "do_sample": False}
+
+    async def streamed() -> list[str]:
+        return [piece async for piece in stream_generate(lm, inputs, settings)]
+
+    pieces = asyncio.run(streamed())
+    generated = lm.model.generate(**inputs, **settings, pad_token_id=lm.tokenizer.pad_token_id)
+    whole = lm.tokenizer.decode(
+        generated[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True
+    )
+    assert "".join(pieces) == whole
+    # Random weights write symbols and split characters, which word-level streamers hold back.
+    assert len(pieces) > 100, f"only {len(pieces)} pieces for 200 tokens"

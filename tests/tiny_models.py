@@ -46,7 +46,7 @@ def _tokenizer(special: list[str]) -> PreTrainedTokenizerFast:
     )
 
 
-def build_causal(folder: Path) -> Path:
+def build_causal(folder: Path, positions: int = 512) -> Path:
     """A two-layer Llama with a chat template (the chat and few-shot translation paths)."""
     torch.manual_seed(0)
     tokenizer = _tokenizer(["<pad>", "<s>", "</s>", "<|system|>", "<|user|>", "<|assistant|>"])
@@ -58,7 +58,7 @@ def build_causal(folder: Path) -> Path:
         num_hidden_layers=2,
         num_attention_heads=2,
         num_key_value_heads=2,
-        max_position_embeddings=512,
+        max_position_embeddings=positions,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
