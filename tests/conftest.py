@@ -47,25 +47,25 @@ def tiny_config(
     small = {"ray_actor_options": {"num_cpus": 0.1, "num_gpus": 0}}
     generation = {"max_new_tokens": 24, "min_new_tokens": 8}
     overrides = {
-            "http": {"port": port},
-            "chat": {
-                "model": {"source": str(causal), "threads": 1},
-                "generation": generation,
-                "deployment": small,
-            },
-            "translate_fr_en": {
-                "model": {"source": str(seq2seq), "threads": 1},
-                "generation": generation,
-                "deployment": small,
-            },
-            "translate_en_fr": {
-                "model": {"source": str(causal), "threads": 1},
-                "generation": generation,
-                "deployment": small,
-            },
-            "detector": {"deployment": small},
-            "router": {"deployment": small},
-            "ui": {"deployment": small, "storage_secret": "test-secret"},
+        "http": {"port": port},
+        "chat": {
+            "model": {"source": str(causal), "threads": 1},
+            "generation": generation,
+            "deployment": small,
+        },
+        "translate_fr_en": {
+            "model": {"source": str(seq2seq), "threads": 1},
+            "generation": generation,
+            "deployment": small,
+        },
+        "translate_en_fr": {
+            "model": {"source": str(causal), "threads": 1},
+            "generation": generation,
+            "deployment": small,
+        },
+        "detector": {"deployment": small},
+        "router": {"deployment": small},
+        "ui": {"deployment": small, "storage_secret": "test-secret"},
     }
     return load_config("offline", overrides=deep_merge(overrides, extra or {}))
 

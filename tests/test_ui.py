@@ -3,17 +3,30 @@
 import pytest
 from gradio_client import Client
 
-from ui.page import build_demo, to_history_en, to_messages
+from ui.page import (
+    ENGLISH_ORIGINAL,
+    build_demo,
+    notice_for,
+    to_history_en,
+    to_messages,
+    turn_at,
+)
 
-TURNS = [
-    {
-        "user": "Salut",
-        "assistant": "Bonjour !",
-        "user_en": "Hi",
-        "assistant_en": "Hello!",
-        "language": "fr",
-    },
-]
+FRENCH = {
+    "user": "Salut",
+    "assistant": "Bonjour !",
+    "user_en": "Hi",
+    "assistant_en": "Hello!",
+    "language": "fr",
+}
+ENGLISH = {
+    "user": "Thanks",
+    "assistant": "You are welcome.",
+    "user_en": "Thanks",
+    "assistant_en": "You are welcome.",
+    "language": "en",
+}
+TURNS = [FRENCH]
 
 
 def test_history_sent_to_the_model_is_the_english_side():
@@ -22,6 +35,27 @@ def test_history_sent_to_the_model_is_the_english_side():
         {"role": "assistant", "content": "Hello!"},
     ]
     assert to_messages(TURNS)[1] == {"role": "assistant", "content": "Bonjour !"}
+
+
+def test_a_french_turn_shows_its_english_original_in_a_closed_fold():
+    messages = to_messages([FRENCH, ENGLISH])
+    assert len(messages) == 5  # the English turn has no fold
+    fold = messages[2]
+    assert fold["metadata"] == {"title": ENGLISH_ORIGINAL, "status": "done"}
+    assert "Hi" in fold["content"] and "Hello!" in fold["content"]
+
+
+def test_messages_map_back_to_their_turns():
+    turns = [FRENCH, ENGLISH, FRENCH]
+    owners = [turn_at(turns, index) for index in range(len(to_messages(turns)))]
+    assert owners == [0, 0, 0, 1, 1, 2, 2, 2]
+
+
+def test_a_stopped_reply_is_marked_and_trimming_is_announced():
+    stopped = {**ENGLISH, "stopped": True, "history_dropped": 6}
+    assert to_messages([stopped])[1]["content"].endswith("*(stopped)*")
+    assert "first 6 messages" in notice_for([FRENCH, stopped])
+    assert notice_for([FRENCH]) == "" and notice_for([]) == ""
 
 
 def test_page_builds_without_serve():
@@ -45,18 +79,28 @@ def test_reply_streams_into_the_page_and_state_keeps_both_languages(client: Clie
     job = client.submit("Bonjour, comment allez-vous ?", TURNS, api_name="/chat")
     updates = list(job)
     assert len(updates) >= 3  # user message shown, then partial replies, then the final turn
-    partial_lengths = [len(_text(update[0][-1])) for update in updates if len(update[0]) == 4]
+    partial_lengths = [len(_text(update[0][-1])) for update in updates if len(update[0]) == 5]
     assert partial_lengths == sorted(partial_lengths) and len(set(partial_lengths)) > 1
-    chat, turns, box = job.outputs()[-1]
-    assert box == ""
+    chat, turns, box, notice = job.outputs()[-1]
+    assert box == "" and notice == ""
     assert len(turns) == 2 and turns[0] == TURNS[0]
     new = turns[1]
     assert new["user"] == "Bonjour, comment allez-vous ?" and new["language"] == "fr"
     assert new["user_en"] and new["assistant_en"] and new["assistant"]
-    assert _text(chat[-1]) == new["assistant"]
+    assert new["history_dropped"] == 0
+    assert _text(chat[-2]) == new["assistant"]  # then the fold with its English original
+    assert chat[-1]["metadata"]["title"] == ENGLISH_ORIGINAL
+
+
+def test_the_page_says_when_old_turns_left_the_models_view(client: Client):
+    long_turn = {**ENGLISH, "user": "What would you like to eat tonight? " * 8}
+    long_turn["user_en"] = long_turn["user"]
+    chat, turns, box, notice = client.predict("And tomorrow?", [long_turn] * 12, api_name="/chat")
+    assert turns[-1]["history_dropped"] > 0
+    assert f"first {turns[-1]['history_dropped']} messages" in notice
 
 
 def test_blank_message_is_kept_out_and_nothing_is_lost(client: Client):
-    chat, turns, box = client.predict("   ", TURNS, api_name="/chat")
+    chat, turns, box, notice = client.predict("   ", TURNS, api_name="/chat")
     assert turns == TURNS
-    assert len(chat) == 2
+    assert len(chat) == 3

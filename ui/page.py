@@ -2,18 +2,21 @@
 
 The conversation lives in the browser (``gr.BrowserState``, i.e. localStorage): each turn keeps
 what the person saw and, for French turns, what the model saw in English, so nothing is
-translated twice and a reload keeps everything.
+translated twice and a reload keeps everything. The turn being streamed is mirrored in a
+server-side ``gr.State`` so that Stop can keep the part already written.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import gradio as gr
 
 from ui.client import ApiError, stream_turn
 
-Turn = dict[str, str]  # user, assistant, user_en, assistant_en, language
+# user, assistant, user_en, assistant_en, language; history_dropped (int), stopped (bool)
+Turn = dict[str, Any]
 
 EXAMPLES = [
     "What should I cook tonight with rice and vegetables?",
@@ -22,14 +25,38 @@ EXAMPLES = [
     "Peux-tu me conseiller un bon livre ?",
 ]
 
+ENGLISH_ORIGINAL = "English original"
+STOPPED_MARK = "\n\n*(stopped)*"
 
-def to_messages(turns: list[Turn]) -> list[dict[str, str]]:
-    """What the chat window shows: the conversation in the person's own language."""
-    messages: list[dict[str, str]] = []
+
+def to_messages(turns: list[Turn]) -> list[dict[str, Any]]:
+    """What the chat window shows: the conversation in the person's own language.
+
+    A French turn also gets a closed "English original" fold with what the model read and wrote.
+    """
+    messages: list[dict[str, Any]] = []
     for turn in turns:
+        reply = turn["assistant"] + (STOPPED_MARK if turn.get("stopped") else "")
         messages.append({"role": "user", "content": turn["user"]})
-        messages.append({"role": "assistant", "content": turn["assistant"]})
+        messages.append({"role": "assistant", "content": reply})
+        if turn.get("language") == "fr":
+            english = f"**You:** {turn['user_en']}\n\n**Assistant:** {turn['assistant_en']}"
+            messages.append(
+                {
+                    "role": "assistant",
+                    "content": english,
+                    "metadata": {"title": ENGLISH_ORIGINAL, "status": "done"},
+                }
+            )
     return messages
+
+
+def turn_at(turns: list[Turn], message_index: int) -> int:
+    """The turn that the chat window's message ``message_index`` belongs to."""
+    for index in range(len(turns)):
+        if message_index < len(to_messages(turns[: index + 1])):
+            return index
+    return len(turns) - 1
 
 
 def to_history_en(turns: list[Turn]) -> list[dict[str, str]]:
@@ -41,49 +68,138 @@ def to_history_en(turns: list[Turn]) -> list[dict[str, str]]:
     return history
 
 
+def notice_for(turns: list[Turn]) -> str:
+    """Says when the model no longer sees the start of the conversation."""
+    dropped = turns[-1].get("history_dropped", 0) if turns else 0
+    if not dropped:
+        return ""
+    return (
+        f"ℹ️ This conversation is longer than the model can read: its first {dropped} messages "
+        "are no longer in the model's view. Clear the conversation to start afresh."
+    )
+
+
+def _text(value: Any) -> str:
+    """A message's text, whether Gradio hands it over as a string or as content parts."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        return _text(value.get("text", value.get("content", "")))
+    if isinstance(value, list):
+        return "".join(_text(part) for part in value)
+    return str(value or "")
+
+
+def _index(data: gr.EventData) -> int:
+    index = data.index
+    return index[0] if isinstance(index, tuple | list) else index
+
+
 def build_demo(
     api_url: str, title: str = "Polyglot chat", storage_secret: str | None = None
 ) -> gr.Blocks:
-    async def respond(message: str, turns: list[Turn] | None):
-        turns = list(turns or [])
-        if not (message or "").strip():
-            gr.Warning("Type a message first.")
-            yield to_messages(turns), turns, message
-            return
+    async def run_turn(message: str, turns: list[Turn], box_after: Any) -> AsyncIterator[tuple]:
+        """Stream one turn: (chat window, stored turns, text box, turn in progress, notice)."""
+        pending: Turn = {
+            "user": message,
+            "assistant": "",
+            "user_en": message,
+            "assistant_en": "",
+            "language": "en",
+        }
         shown = to_messages(turns) + [
             {"role": "user", "content": message},
             {"role": "assistant", "content": ""},
         ]
-        yield shown, turns, ""
-        reply = ""
+        yield shown, turns, box_after, dict(pending), notice_for(turns)
         try:
             async for event in stream_turn(api_url, message, to_history_en(turns)):
-                if event["type"] == "delta":
-                    reply += event["text"]
-                    shown[-1] = {"role": "assistant", "content": reply}
-                    yield shown, turns, ""
-                elif event["type"] == "done":
-                    turns.append(
-                        {
-                            "user": message,
-                            "assistant": event["reply"],
-                            "user_en": event["message_en"],
-                            "assistant_en": event["reply_en"],
-                            "language": event["language"],
-                        }
+                if event["type"] == "start":
+                    pending.update(
+                        user_en=event["message_en"],
+                        language=event["language"],
+                        history_dropped=event.get("history_dropped", 0),
                     )
-                    yield to_messages(turns), turns, ""
+                    yield shown, gr.skip(), gr.skip(), dict(pending), notice_for([pending])
+                elif event["type"] == "delta":
+                    pending["assistant"] += event["text"]
+                    pending["assistant_en"] += (
+                        event.get("text_en", "") if pending["language"] == "fr" else event["text"]
+                    )
+                    shown[-1] = {"role": "assistant", "content": pending["assistant"]}
+                    yield shown, gr.skip(), gr.skip(), dict(pending), gr.skip()
+                elif event["type"] == "done":
+                    pending.update(assistant=event["reply"], assistant_en=event["reply_en"])
+                    turns = [*turns, pending]
+                    yield to_messages(turns), turns, box_after, None, notice_for(turns)
         except ApiError as error:  # the page's one edge: a toast, and the message back in the box
             gr.Warning(error.message)
-            yield to_messages(turns), turns, message
+            yield to_messages(turns), turns, message, None, notice_for(turns)
 
-    def clear() -> tuple[list, list]:
-        return [], []
+    async def send(message: str, turns: list[Turn] | None):
+        turns = list(turns or [])
+        if not (message or "").strip():
+            gr.Warning("Type a message first.")
+            yield to_messages(turns), turns, message, None, notice_for(turns)
+            return
+        async for update in run_turn(message, turns, ""):
+            yield update
+
+    async def retry(turns: list[Turn] | None, data: gr.RetryData):
+        """Ask again: the turn's reply is replaced by a new one."""
+        turns = list(turns or [])
+        if not turns:
+            return
+        index = turn_at(turns, _index(data))
+        async for update in run_turn(turns[index]["user"], turns[:index], gr.skip()):
+            yield update
+
+    async def edit(turns: list[Turn] | None, data: gr.EditData):
+        """A past message, rewritten: the conversation continues from there."""
+        turns = list(turns or [])
+        index = turn_at(turns, _index(data)) if turns else 0
+        message = _text(data.value).strip()
+        if not message:
+            gr.Warning("An edited message cannot be empty.")
+            yield to_messages(turns), turns, gr.skip(), None, notice_for(turns)
+            return
+        async for update in run_turn(message, turns[:index], gr.skip()):
+            yield update
+
+    def undo(turns: list[Turn] | None, data: gr.UndoData):
+        """Take the last exchange back; its message returns to the text box."""
+        turns = list(turns or [])
+        if not turns:
+            return [], [], gr.skip(), None, ""
+        index = turn_at(turns, _index(data))
+        kept = turns[:index]
+        return to_messages(kept), kept, turns[index]["user"], None, notice_for(kept)
+
+    def stop(turns: list[Turn] | None, pending: Turn | None):
+        """Keep what was already written, marked as stopped (the request itself is cancelled)."""
+        turns = list(turns or [])
+        if pending is None:  # nothing running, or it had just finished
+            return to_messages(turns), turns, gr.skip(), None, notice_for(turns)
+        if not pending["assistant"].strip():  # nothing written yet: the message goes back
+            return to_messages(turns), turns, pending["user"], None, notice_for(turns)
+        turns = [*turns, {**pending, "stopped": True}]
+        return to_messages(turns), turns, gr.skip(), None, notice_for(turns)
+
+    def clear() -> tuple:
+        return [], [], None, ""
 
     with gr.Blocks(title=title, fill_height=True) as demo:
         gr.Markdown(f"## {title}\nChat in English or French: replies come in your language.")
         turns_state = gr.BrowserState([], storage_key="polyglot-chat-turns", secret=storage_secret)
-        chatbot = gr.Chatbot(label="Conversation", height=480, elem_id="chatbot", buttons=["copy"])
+        pending_state = gr.State(None)  # the turn being streamed (server memory, this tab only)
+        chatbot = gr.Chatbot(
+            label="Conversation",
+            height=480,
+            elem_id="chatbot",
+            buttons=["copy"],
+            editable="user",
+        )
+        notice = gr.Markdown("", elem_id="notice")
         with gr.Row():
             box = gr.Textbox(
                 placeholder="Écrivez en français or write in English…",
@@ -92,23 +208,29 @@ def build_demo(
                 elem_id="message",
                 autofocus=True,
             )
-            send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
-            stop = gr.Button("Stop", scale=1, elem_id="stop")
+            send_button = gr.Button("Send", variant="primary", scale=1, elem_id="send")
+            stop_button = gr.Button("Stop", scale=1, elem_id="stop")
             clear_button = gr.Button("Clear", scale=1, elem_id="clear")
         gr.Examples(EXAMPLES, inputs=box, label="Try")
 
+        outputs = [chatbot, turns_state, box, pending_state, notice]
         # concurrency_limit=None: Serve's max_ongoing/max_queued_requests do the backpressure.
-        submit_args: dict[str, Any] = dict(
-            fn=respond,
-            inputs=[box, turns_state],
-            outputs=[chatbot, turns_state, box],
-            concurrency_limit=None,
-            api_name="chat",
+        streaming = dict(outputs=outputs, concurrency_limit=None)
+        runs = [
+            send_button.click(send, [box, turns_state], api_name="chat", **streaming),
+            box.submit(send, [box, turns_state], api_name=False, **streaming),
+            chatbot.retry(retry, [turns_state], api_name=False, **streaming),
+            chatbot.edit(edit, [turns_state], api_name=False, **streaming),
+        ]
+        stop_button.click(stop, [turns_state, pending_state], outputs, cancels=runs, api_name=False)
+        chatbot.undo(undo, [turns_state], outputs, cancels=runs, api_name=False)
+        cleared = [chatbot, turns_state, pending_state, notice]
+        clear_button.click(clear, outputs=cleared, cancels=runs, api_name=False)
+        chatbot.clear(clear, outputs=cleared, cancels=runs, api_name=False)  # its own trash icon
+        demo.load(
+            lambda turns: (to_messages(turns or []), notice_for(turns or [])),
+            inputs=turns_state,
+            outputs=[chatbot, notice],
+            api_name=False,
         )
-        on_send = send.click(**submit_args)
-        on_enter = box.submit(**{**submit_args, "api_name": False})
-        stop.click(None, cancels=[on_send, on_enter])
-        clear_button.click(clear, outputs=[chatbot, turns_state], api_name=False)
-        chatbot.clear(clear, outputs=[chatbot, turns_state], api_name=False)  # its own trash icon
-        demo.load(to_messages, inputs=turns_state, outputs=chatbot, api_name=False)
     return demo
