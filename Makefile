@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
 ARGS   ?=
 
-.PHONY: run test lint format browser-deps clean
+.PHONY: run test bench lint format browser-deps clean
 
 $(VENV)/.app: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,13 @@ run: $(VENV)/.app  ## start the app: make run ARGS="--profile seed --port 8080"
 
 test: $(VENV)/.test browser-deps lint  ## the whole suite, real offline models and a real browser included
 	$(PY) -m pytest $(ARGS)
+
+$(VENV)/.bench: $(VENV)/.app
+	$(PIP) -e '.[bench]'
+	touch $@
+
+bench: $(VENV)/.bench  ## every layer against the model's own speed: make bench ARGS="--tiny"
+	$(PY) -m bench.run $(ARGS)
 
 lint: $(VENV)/.test
 	$(PY) -m ruff check .

@@ -14,8 +14,8 @@ import pytest
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-from serving.config import AppConfig, deep_merge, load_config  # noqa: E402
-from tests.tiny_models import build_causal, build_seq2seq  # noqa: E402
+from serving.config import AppConfig  # noqa: E402
+from tests.tiny_models import build_causal, build_seq2seq, tiny_config  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -26,7 +26,7 @@ def tiny_causal(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_causal_long(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny Llama with room for thousands of tokens."""
-    return build_causal(tmp_path_factory.mktemp("tiny-causal-long"), positions=8192)
+    return build_causal(tmp_path_factory.mktemp("tiny-causal-long"), positions=24_576)
 
 
 @pytest.fixture(scope="session")
@@ -38,36 +38,6 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-def tiny_config(
-    causal: Path, seq2seq: Path, port: int = 8000, extra: dict | None = None
-) -> AppConfig:
-    """The offline profile's graph with tiny models: causal chat, seq2seq and causal translators."""
-    small = {"ray_actor_options": {"num_cpus": 0.1, "num_gpus": 0}}
-    generation = {"max_new_tokens": 24, "min_new_tokens": 8}
-    overrides = {
-        "http": {"port": port},
-        "chat": {
-            "model": {"source": str(causal), "threads": 1},
-            "generation": generation,
-            "deployment": small,
-        },
-        "translate_fr_en": {
-            "model": {"source": str(seq2seq), "threads": 1},
-            "generation": generation,
-            "deployment": small,
-        },
-        "translate_en_fr": {
-            "model": {"source": str(causal), "threads": 1},
-            "generation": generation,
-            "deployment": small,
-        },
-        "detector": {"deployment": small},
-        "router": {"deployment": small},
-        "ui": {"deployment": small, "storage_secret": "test-secret"},
-    }
-    return load_config("offline", overrides=deep_merge(overrides, extra or {}))
 
 
 @pytest.fixture
@@ -116,12 +86,12 @@ def tiny_app(serve_instance: int, tiny_causal: Path, tiny_seq2seq: Path) -> str:
     return base_url
 
 
-LONG_REPLY_TOKENS = 6000
+LONG_REPLY_TOKENS = 20_000
 
 
 @pytest.fixture(scope="session")
 def long_app(serve_instance: int, tiny_causal_long: Path, tiny_causal: Path, tiny_seq2seq: Path):
-    """A second graph whose chat model always writes 6000 tokens: replies long enough to stop.
+    """A second graph whose chat model always writes 20000 tokens: replies long enough to stop.
 
     Its page is at /long and its API at /long/api, beside the tiny graph.
     """

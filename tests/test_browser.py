@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import LONG_REPLY_TOKENS
+
 pytestmark = pytest.mark.browser
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -76,13 +78,21 @@ def _bots(page):
 def test_french_reply_streams_stops_when_asked_and_survives_a_reload(
     browser, long_app: str, tmp_path: Path
 ):
-    """The long graph's chat model would write 6000 tokens: Stop ends it mid-way."""
+    """The long graph's chat model would write 20000 tokens: Stop ends it mid-way."""
     from ray import serve
 
+    chat = serve.get_deployment_handle("ChatModel", app_name="long-api")
+
+    def activity() -> dict[str, int]:
+        with ThreadPoolExecutor(1) as pool:  # Playwright's sync API runs an event loop here
+            return pool.submit(lambda: chat.activity.remote().result()).result()
+
+    steps_before = activity()["steps"]
     page = _open(browser, long_app)
     page.evaluate(RECORD_REPLY_LENGTHS)
     _send(page, "Bonjour, comment allez-vous aujourd'hui ?")
-    # French text appears while the English reply is still being written...
+    # French text appears while the English reply is still being written (past the 15 characters
+    # of the pending bubble)...
     page.wait_for_function(
         "() => window.replyLengths.length && Math.max(...window.replyLengths) > 40",
         timeout=60_000,
@@ -92,11 +102,10 @@ def test_french_reply_streams_stops_when_asked_and_survives_a_reload(
     lengths = page.evaluate("() => window.replyLengths")
     assert len(set(lengths)) > 2, f"the reply did not grow while streaming: {lengths}"
     assert "(stopped)" in reply and "English original" in reply
-    # ...and Stop reached the model: its replica is idle, far from its 6000 tokens.
-    chat = serve.get_deployment_handle("ChatModel", app_name="long-api")
-    with ThreadPoolExecutor(1) as pool:  # Playwright's sync API runs an event loop here
-        activity = pool.submit(lambda: chat.activity.remote().result()).result()
-    assert activity["active"] == 0 and activity["steps"] < 3000, activity
+    # ...and Stop reached the model: its replica is idle, far from the reply's full length.
+    after = activity()
+    generated = after["steps"] - steps_before
+    assert after["active"] == 0 and generated < LONG_REPLY_TOKENS / 2, after
 
     page.reload(wait_until="load")
     page.locator("#chatbot").get_by_text("Bonjour, comment allez-vous aujourd'hui ?").wait_for(

@@ -18,6 +18,8 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from serving.config import AppConfig, deep_merge, load_config
+
 CORPUS = [
     "Hello, how are you today? I am fine, thank you.",
     "Bonjour, comment allez-vous ? Je vais bien, merci.",
@@ -91,3 +93,33 @@ def build_seq2seq(folder: Path, positions: int = 64) -> Path:
     BlenderbotForConditionalGeneration(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def tiny_config(
+    causal: Path, seq2seq: Path, port: int = 8000, extra: dict | None = None
+) -> AppConfig:
+    """The offline profile's graph with tiny models: causal chat, seq2seq and causal translators."""
+    small = {"ray_actor_options": {"num_cpus": 0.1, "num_gpus": 0}}
+    generation = {"max_new_tokens": 24, "min_new_tokens": 8}
+    overrides = {
+        "http": {"port": port},
+        "chat": {
+            "model": {"source": str(causal), "threads": 1},
+            "generation": generation,
+            "deployment": small,
+        },
+        "translate_fr_en": {
+            "model": {"source": str(seq2seq), "threads": 1},
+            "generation": generation,
+            "deployment": small,
+        },
+        "translate_en_fr": {
+            "model": {"source": str(causal), "threads": 1},
+            "generation": generation,
+            "deployment": small,
+        },
+        "detector": {"deployment": small},
+        "router": {"deployment": small},
+        "ui": {"deployment": small, "storage_secret": "test-secret"},
+    }
+    return load_config("offline", overrides=deep_merge(overrides, extra or {}))

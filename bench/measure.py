@@ -1,0 +1,126 @@
+"""Clients for each layer of the stack, timed the same way, and the statistics of their samples."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Sample:
+    """One request: time to first text, the gaps between text pieces, total time, pieces."""
+
+    ttft: float
+    total: float
+    gaps: list[float] = field(default_factory=list)
+    pieces: int = 0
+
+
+async def timed(stream: AsyncIterator[str]) -> Sample:
+    """Time a stream of text pieces from now: the first non-empty piece is the first token."""
+    start = last = time.perf_counter()
+    first: float | None = None
+    gaps: list[float] = []
+    pieces = 0
+    async for piece in stream:
+        if not piece:
+            continue
+        now = time.perf_counter()
+        if first is None:
+            first = now - start
+        else:
+            gaps.append(now - last)
+        last, pieces = now, pieces + 1
+    end = time.perf_counter()
+    return Sample(
+        ttft=first if first is not None else end - start,
+        total=end - start,
+        gaps=gaps,
+        pieces=pieces,
+    )
+
+
+def percentile(values: Iterable[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    rank = (len(ordered) - 1) * q
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def summarize(samples: list[Sample], tokens_per_request: int) -> dict[str, float]:
+    """p50/p95 of time to first token and total latency, median inter-token gap, tokens/s."""
+    gaps = [gap for sample in samples for gap in sample.gaps]
+    return {
+        "requests": len(samples),
+        "ttft_p50_ms": 1000 * percentile((s.ttft for s in samples), 0.5),
+        "ttft_p95_ms": 1000 * percentile((s.ttft for s in samples), 0.95),
+        "itl_p50_ms": 1000 * percentile(gaps, 0.5),
+        "itl_mean_ms": 1000 * statistics.fmean(gaps) if gaps else float("nan"),
+        "total_p50_s": percentile((s.total for s in samples), 0.5),
+        "total_p95_s": percentile((s.total for s in samples), 0.95),
+        "tokens_per_s": tokens_per_request * len(samples) / sum(s.total for s in samples),
+    }
+
+
+async def direct_pieces(model, message: str) -> AsyncIterator[str]:
+    """The limit: ``ChatModel.stream`` called in this process (generate + streamer)."""
+    stream = model.stream([], message)
+    await anext(stream)  # PromptInfo
+    async for piece in stream:
+        yield piece
+
+
+async def handle_pieces(handle, message: str) -> AsyncIterator[str]:
+    """Through a streaming DeploymentHandle to the ChatModel replica."""
+    stream = handle.stream.remote([], message)
+    await anext(stream)
+    async for piece in stream:
+        yield piece
+
+
+async def socket_pieces(socket, message: str, events: list | None = None) -> AsyncIterator[str]:
+    """Through the public WebSocket API (proxy, router, detector, chat model)."""
+    await socket.send(json.dumps({"message": message, "history": []}))
+    async for raw in socket:
+        event = json.loads(raw)
+        if events is not None:
+            events.append(event)
+        if event["type"] == "delta":
+            yield event["text"]
+        elif event["type"] == "done":
+            return
+        elif event["type"] == "error":
+            raise RuntimeError(f"{event['code']}: {event['message']}")
+
+
+def gradio_sample(client, message: str) -> Sample:
+    """Through the page's own API (gradio_client): updates of the last chat message."""
+    start = last = time.perf_counter()
+    first: float | None = None
+    gaps: list[float] = []
+    seen = ""
+    for update in client.submit(message, [], api_name="/chat"):
+        chat = update[0]
+        text = chat[-1]["content"] if len(chat) >= 2 and chat[-1]["role"] == "assistant" else ""
+        text = text if isinstance(text, str) else ""
+        if len(text) <= len(seen):
+            continue
+        now = time.perf_counter()
+        if first is None:
+            first = now - start
+        else:
+            gaps.append(now - last)
+        last, seen = now, text
+    end = time.perf_counter()
+    return Sample(
+        ttft=first if first is not None else end - start,
+        total=end - start,
+        gaps=gaps,
+        pieces=len(gaps) + 1,
+    )

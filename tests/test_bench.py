@@ -1,0 +1,31 @@
+"""The benchmark script runs end to end on tiny models (CI exercises it; speed is not judged)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_bench_runs_on_tiny_models_and_writes_its_results(tmp_path: Path):
+    out, plot = tmp_path / "results.json", tmp_path / "plot.png"
+    command = [sys.executable, "-m", "bench.run", "--tiny", "--requests", "2", "--tokens", "24"]
+    command += ["--concurrency", "1,4", "--turns", "1", "--french", "1"]
+    command += ["--out", str(out), "--plot", str(plot)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert set(results["layers"]) == {"direct", "handle", "websocket", "gradio"}
+    for row in results["layers"].values():
+        assert row["requests"] == 2 and row["ttft_p50_ms"] > 0 and row["tokens_per_s"] > 0
+    assert [row["concurrency"] for row in results["concurrency"].values()] == [1, 4]
+    assert all(row["errors"] == 0 for row in results["concurrency"].values())
+    french = results["french"]["prompts"][0]
+    assert french["streaming_first_text_s"] > 0 and french["translate_after_reply_first_text_s"] > 0
+    assert results["startup"]["cached_deploy_to_healthy_s"] > 0
+    assert results["memory"]["total_mib"] > 100
+    assert plot.stat().st_size > 10_000
+    assert "WebSocket API" in out.with_suffix(".md").read_text()
