@@ -99,6 +99,14 @@ async def socket_pieces(socket, message: str, events: list | None = None) -> Asy
             raise RuntimeError(f"{event['code']}: {event['message']}")
 
 
+def _text(message: dict) -> str:
+    """A chat message's text: Gradio sends a string or a list of content parts."""
+    content = message["content"]
+    if isinstance(content, str):
+        return content
+    return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+
+
 def gradio_sample(client, message: str) -> Sample:
     """Through the page's own API (gradio_client): updates of the last chat message."""
     start = last = time.perf_counter()
@@ -107,8 +115,7 @@ def gradio_sample(client, message: str) -> Sample:
     seen = ""
     for update in client.submit(message, [], api_name="/chat"):
         chat = update[0]
-        text = chat[-1]["content"] if len(chat) >= 2 and chat[-1]["role"] == "assistant" else ""
-        text = text if isinstance(text, str) else ""
+        text = _text(chat[-1]) if len(chat) >= 2 and chat[-1]["role"] == "assistant" else ""
         if len(text) <= len(seen):
             continue
         now = time.perf_counter()
