@@ -19,28 +19,36 @@ class Sample:
     pieces: int = 0
 
 
+class _Clock:
+    """Times text arriving: the first piece, the gaps between pieces, the total."""
+
+    def __init__(self) -> None:
+        self.start = self.last = time.perf_counter()
+        self.first: float | None = None
+        self.gaps: list[float] = []
+        self.pieces = 0
+
+    def tick(self) -> None:
+        now = time.perf_counter()
+        if self.first is None:
+            self.first = now - self.start
+        else:
+            self.gaps.append(now - self.last)
+        self.last, self.pieces = now, self.pieces + 1
+
+    def sample(self) -> Sample:
+        total = time.perf_counter() - self.start
+        ttft = self.first if self.first is not None else total
+        return Sample(ttft=ttft, total=total, gaps=self.gaps, pieces=self.pieces)
+
+
 async def timed(stream: AsyncIterator[str]) -> Sample:
     """Time a stream of text pieces from now: the first non-empty piece is the first token."""
-    start = last = time.perf_counter()
-    first: float | None = None
-    gaps: list[float] = []
-    pieces = 0
+    clock = _Clock()
     async for piece in stream:
-        if not piece:
-            continue
-        now = time.perf_counter()
-        if first is None:
-            first = now - start
-        else:
-            gaps.append(now - last)
-        last, pieces = now, pieces + 1
-    end = time.perf_counter()
-    return Sample(
-        ttft=first if first is not None else end - start,
-        total=end - start,
-        gaps=gaps,
-        pieces=pieces,
-    )
+        if piece:
+            clock.tick()
+    return clock.sample()
 
 
 def percentile(values: Iterable[float], q: float) -> float:
@@ -109,25 +117,12 @@ def _text(message: dict) -> str:
 
 def gradio_sample(client, message: str) -> Sample:
     """Through the page's own API (gradio_client): updates of the last chat message."""
-    start = last = time.perf_counter()
-    first: float | None = None
-    gaps: list[float] = []
+    clock = _Clock()
     seen = ""
     for update in client.submit(message, [], api_name="/chat"):
         chat = update[0]
         text = _text(chat[-1]) if len(chat) >= 2 and chat[-1]["role"] == "assistant" else ""
-        if len(text) <= len(seen):
-            continue
-        now = time.perf_counter()
-        if first is None:
-            first = now - start
-        else:
-            gaps.append(now - last)
-        last, seen = now, text
-    end = time.perf_counter()
-    return Sample(
-        ttft=first if first is not None else end - start,
-        total=end - start,
-        gaps=gaps,
-        pieces=len(gaps) + 1,
-    )
+        if len(text) > len(seen):
+            clock.tick()
+            seen = text
+    return clock.sample()

@@ -94,6 +94,7 @@ def bench_config(args: argparse.Namespace, port: int, workdir: Path) -> AppConfi
 
 
 def wait_healthy(base_url: str, timeout: float = 900) -> None:
+    """Poll ``/api/healthz`` until it answers 200 (the tests use it too)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:

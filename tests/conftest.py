@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
+from bench.run import wait_healthy  # noqa: E402
 from serving.config import AppConfig  # noqa: E402
 from tests.tiny_models import build_causal, build_seq2seq, tiny_config  # noqa: E402
 
@@ -59,18 +58,6 @@ def serve_instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     ray.shutdown()
 
 
-def wait_healthy(base_url: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base_url}/api/healthz", timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"{base_url} did not become healthy in {timeout} s")
-
-
 @pytest.fixture(scope="session")
 def tiny_app(serve_instance: int, tiny_causal: Path, tiny_seq2seq: Path) -> str:
     """The whole graph (page and API) on tiny models; yields the base URL."""
@@ -82,7 +69,7 @@ def tiny_app(serve_instance: int, tiny_causal: Path, tiny_seq2seq: Path) -> str:
     for app in build_apps(config):
         serve.run(app.app, name=app.name, route_prefix=app.route_prefix)
     base_url = f"http://127.0.0.1:{serve_instance}"
-    wait_healthy(base_url)
+    wait_healthy(base_url, timeout=120)
     return base_url
 
 
@@ -112,5 +99,5 @@ def long_app(serve_instance: int, tiny_causal_long: Path, tiny_causal: Path, tin
     serve.run(build_api(config), name="long-api", route_prefix="/long/api")
     serve.run(build_ui(config), name="long-ui", route_prefix="/long")
     base_url = f"http://127.0.0.1:{serve_instance}/long"
-    wait_healthy(base_url)
+    wait_healthy(base_url, timeout=120)
     return base_url
