@@ -1,15 +1,19 @@
 """The page through its own API with gradio_client, and the page's pure helpers."""
 
+import asyncio
+
 import pytest
 from gradio_client import Client
 
 from ui.page import (
     ENGLISH_ORIGINAL,
+    Halt,
     build_demo,
     notice_for,
     to_history_en,
     to_messages,
     turn_at,
+    until_halted,
 )
 
 FRENCH = {
@@ -56,6 +60,41 @@ def test_a_stopped_reply_is_marked_and_trimming_is_announced():
     assert to_messages([stopped])[1]["content"].endswith("*(stopped)*")
     assert "first 6 messages" in notice_for([FRENCH, stopped])
     assert notice_for([FRENCH]) == "" and notice_for([]) == ""
+
+
+def test_a_halt_ends_a_waiting_stream_at_once_and_closes_it():
+    """Stop must not wait for the next event (a French sentence can take seconds) and must close
+    the stream, which is what closes the WebSocket and cancels the request in the router."""
+    closed = asyncio.Event()
+
+    async def stream():
+        try:
+            yield {"type": "delta", "text": "Bon"}
+            await asyncio.sleep(3600)  # the next event is far away
+            yield {"type": "delta", "text": "jour"}
+        finally:
+            closed.set()
+
+    async def scenario():
+        halt, seen = Halt(), []
+        async for event in until_halted(stream(), halt):
+            seen.append(event["text"])
+            asyncio.get_running_loop().call_later(0.05, halt, True)
+        return seen, halt.keep
+
+    seen, keep = asyncio.run(asyncio.wait_for(scenario(), timeout=5))
+    assert seen == ["Bon"] and keep and closed.is_set()
+
+
+def test_an_unhalted_stream_is_passed_through_whole():
+    async def stream():
+        for text in ["a", "b", "c"]:
+            yield {"type": "delta", "text": text}
+
+    async def scenario():
+        return [event["text"] async for event in until_halted(stream(), Halt())]
+
+    assert asyncio.run(scenario()) == ["a", "b", "c"]
 
 
 def test_page_builds_without_serve():

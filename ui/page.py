@@ -2,13 +2,19 @@
 
 The conversation lives in the browser (``gr.BrowserState``, i.e. localStorage): each turn keeps
 what the person saw and, for French turns, what the model saw in English, so nothing is
-translated twice and a reload keeps everything. The turn being streamed is mirrored in a
-server-side ``gr.State`` so that Stop can keep the part already written.
+translated twice and a reload keeps everything.
+
+Stop does not cancel the streaming event from outside: it asks the turn to end (a per-tab
+``gr.State`` holds the running turns' stop signals), and the turn itself commits what was
+already written, marked as stopped. One writer per turn: a late stream update can never
+overwrite Stop's result, and a turn that had just finished is never rolled back.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import gradio as gr
@@ -90,6 +96,49 @@ def _text(value: Any) -> str:
     return str(value or "")
 
 
+@dataclass(eq=False)
+class Halt:
+    """How a running turn is asked to end: ``keep`` its partial reply (Stop) or not (Clear/Undo)."""
+
+    requested: asyncio.Event = field(default_factory=asyncio.Event)
+    keep: bool = True
+
+    def __call__(self, keep: bool) -> None:
+        self.keep = keep
+        self.requested.set()
+
+
+async def until_halted(
+    stream: AsyncIterator[dict[str, Any]], halt: Halt
+) -> AsyncIterator[dict[str, Any]]:
+    """The stream's events until it ends or ``halt`` is requested; the stream is closed either way.
+
+    Closing the stream closes its WebSocket, which cancels the request in the router.
+    """
+    halted = asyncio.ensure_future(halt.requested.wait())
+    try:
+        while True:
+            step = asyncio.ensure_future(anext(stream))
+            await asyncio.wait({step, halted}, return_when=asyncio.FIRST_COMPLETED)
+            if not step.done():
+                step.cancel()
+                await asyncio.wait({step})
+                return
+            try:
+                event = step.result()
+            except StopAsyncIteration:
+                return
+            yield event
+    finally:
+        halted.cancel()
+        await stream.aclose()
+
+
+def _halt_all(running: set[Halt], keep: bool) -> None:
+    for halt in list(running):
+        halt(keep)
+
+
 def _index(data: gr.EventData) -> int:
     index = data.index
     return index[0] if isinstance(index, tuple | list) else index
@@ -98,8 +147,13 @@ def _index(data: gr.EventData) -> int:
 def build_demo(
     api_url: str, title: str = "Polyglot chat", storage_secret: str | None = None
 ) -> gr.Blocks:
-    async def run_turn(message: str, turns: list[Turn], box_after: Any) -> AsyncIterator[tuple]:
-        """Stream one turn: (chat window, stored turns, text box, turn in progress, notice)."""
+    async def run_turn(
+        message: str, turns: list[Turn], box_after: Any, running: set[Halt]
+    ) -> AsyncIterator[tuple]:
+        """Stream one turn: (chat window, stored turns, text box, notice).
+
+        ``running`` is this tab's set of turns in progress; Stop, Undo and Clear halt them.
+        """
         pending: Turn = {
             "user": message,
             "assistant": "",
@@ -111,87 +165,96 @@ def build_demo(
             {"role": "user", "content": message},
             {"role": "assistant", "content": ""},
         ]
-        yield shown, turns, box_after, dict(pending), notice_for(turns)
+        halt = Halt()
+        running.add(halt)
         try:
-            async for event in stream_turn(api_url, message, to_history_en(turns)):
+            yield shown, turns, box_after, notice_for(turns)
+            events = until_halted(stream_turn(api_url, message, to_history_en(turns)), halt)
+            async for event in events:
                 if event["type"] == "start":
                     pending.update(
                         user_en=event["message_en"],
                         language=event["language"],
                         history_dropped=event.get("history_dropped", 0),
                     )
-                    yield shown, gr.skip(), gr.skip(), dict(pending), notice_for([pending])
+                    yield shown, gr.skip(), gr.skip(), notice_for([pending])
                 elif event["type"] == "delta":
                     pending["assistant"] += event["text"]
                     pending["assistant_en"] += (
                         event.get("text_en", "") if pending["language"] == "fr" else event["text"]
                     )
                     shown[-1] = {"role": "assistant", "content": pending["assistant"]}
-                    yield shown, gr.skip(), gr.skip(), dict(pending), gr.skip()
+                    yield shown, gr.skip(), gr.skip(), gr.skip()
                 elif event["type"] == "done":
                     pending.update(assistant=event["reply"], assistant_en=event["reply_en"])
                     turns = [*turns, pending]
-                    yield to_messages(turns), turns, box_after, None, notice_for(turns)
+                    yield to_messages(turns), turns, box_after, notice_for(turns)
+                    return
+            if not halt.keep:  # Undo or Clear: their own result stands
+                return
+            if pending["assistant"].strip():  # Stop: keep what was written, marked as stopped
+                turns = [*turns, {**pending, "stopped": True}]
+                yield to_messages(turns), turns, box_after, notice_for(turns)
+            else:  # nothing written yet: the message goes back to the box
+                yield to_messages(turns), turns, message, notice_for(turns)
         except ApiError as error:  # the page's one edge: a toast, and the message back in the box
             gr.Warning(error.message)
-            yield to_messages(turns), turns, message, None, notice_for(turns)
+            yield to_messages(turns), turns, message, notice_for(turns)
+        finally:
+            running.discard(halt)
 
-    async def send(message: str, turns: list[Turn] | None):
+    async def send(message: str, turns: list[Turn] | None, running: set[Halt]):
         turns = list(turns or [])
         if not (message or "").strip():
             gr.Warning("Type a message first.")
-            yield to_messages(turns), turns, message, None, notice_for(turns)
+            yield to_messages(turns), turns, message, notice_for(turns)
             return
-        async for update in run_turn(message, turns, ""):
+        async for update in run_turn(message, turns, "", running):
             yield update
 
-    async def retry(turns: list[Turn] | None, data: gr.RetryData):
+    async def retry(turns: list[Turn] | None, running: set[Halt], data: gr.RetryData):
         """Ask again: the turn's reply is replaced by a new one."""
         turns = list(turns or [])
         if not turns:
             return
         index = turn_at(turns, _index(data))
-        async for update in run_turn(turns[index]["user"], turns[:index], gr.skip()):
+        async for update in run_turn(turns[index]["user"], turns[:index], gr.skip(), running):
             yield update
 
-    async def edit(turns: list[Turn] | None, data: gr.EditData):
+    async def edit(turns: list[Turn] | None, running: set[Halt], data: gr.EditData):
         """A past message, rewritten: the conversation continues from there."""
         turns = list(turns or [])
         index = turn_at(turns, _index(data)) if turns else 0
         message = _text(data.value).strip()
         if not message:
             gr.Warning("An edited message cannot be empty.")
-            yield to_messages(turns), turns, gr.skip(), None, notice_for(turns)
+            yield to_messages(turns), turns, gr.skip(), notice_for(turns)
             return
-        async for update in run_turn(message, turns[:index], gr.skip()):
+        async for update in run_turn(message, turns[:index], gr.skip(), running):
             yield update
 
-    def undo(turns: list[Turn] | None, data: gr.UndoData):
+    async def stop(running: set[Halt]) -> None:
+        """The running turn keeps what it has written, marked as stopped, and ends its request."""
+        _halt_all(running, keep=True)
+
+    async def undo(turns: list[Turn] | None, running: set[Halt], data: gr.UndoData):
         """Take the last exchange back; its message returns to the text box."""
+        _halt_all(running, keep=False)
         turns = list(turns or [])
         if not turns:
-            return [], [], gr.skip(), None, ""
+            return [], [], gr.skip(), ""
         index = turn_at(turns, _index(data))
         kept = turns[:index]
-        return to_messages(kept), kept, turns[index]["user"], None, notice_for(kept)
+        return to_messages(kept), kept, turns[index]["user"], notice_for(kept)
 
-    def stop(turns: list[Turn] | None, pending: Turn | None):
-        """Keep what was already written, marked as stopped (the request itself is cancelled)."""
-        turns = list(turns or [])
-        if pending is None:  # nothing running, or it had just finished
-            return to_messages(turns), turns, gr.skip(), None, notice_for(turns)
-        if not pending["assistant"].strip():  # nothing written yet: the message goes back
-            return to_messages(turns), turns, pending["user"], None, notice_for(turns)
-        turns = [*turns, {**pending, "stopped": True}]
-        return to_messages(turns), turns, gr.skip(), None, notice_for(turns)
-
-    def clear() -> tuple:
-        return [], [], None, ""
+    async def clear(running: set[Halt]) -> tuple:
+        _halt_all(running, keep=False)
+        return [], [], ""
 
     with gr.Blocks(title=title, fill_height=True) as demo:
         gr.Markdown(f"## {title}\nChat in English or French: replies come in your language.")
         turns_state = gr.BrowserState([], storage_key="polyglot-chat-turns", secret=storage_secret)
-        pending_state = gr.State(None)  # the turn being streamed (server memory, this tab only)
+        running = gr.State(set())  # this tab's turns in progress (server memory)
         chatbot = gr.Chatbot(
             label="Conversation",
             height=480,
@@ -213,20 +276,20 @@ def build_demo(
             clear_button = gr.Button("Clear", scale=1, elem_id="clear")
         gr.Examples(EXAMPLES, inputs=box, label="Try")
 
-        outputs = [chatbot, turns_state, box, pending_state, notice]
+        outputs = [chatbot, turns_state, box, notice]
         # concurrency_limit=None: Serve's max_ongoing/max_queued_requests do the backpressure.
         streaming = dict(outputs=outputs, concurrency_limit=None)
-        runs = [
-            send_button.click(send, [box, turns_state], api_name="chat", **streaming),
-            box.submit(send, [box, turns_state], api_name=False, **streaming),
-            chatbot.retry(retry, [turns_state], api_name=False, **streaming),
-            chatbot.edit(edit, [turns_state], api_name=False, **streaming),
-        ]
-        stop_button.click(stop, [turns_state, pending_state], outputs, cancels=runs, api_name=False)
-        chatbot.undo(undo, [turns_state], outputs, cancels=runs, api_name=False)
-        cleared = [chatbot, turns_state, pending_state, notice]
-        clear_button.click(clear, outputs=cleared, cancels=runs, api_name=False)
-        chatbot.clear(clear, outputs=cleared, cancels=runs, api_name=False)  # its own trash icon
+        send_button.click(send, [box, turns_state, running], api_name="chat", **streaming)
+        box.submit(send, [box, turns_state, running], api_name=False, **streaming)
+        chatbot.retry(retry, [turns_state, running], api_name=False, **streaming)
+        chatbot.edit(edit, [turns_state, running], api_name=False, **streaming)
+        # Stop, Undo and Clear halt the running turn rather than cancel its event: see the top.
+        quick = dict(api_name=False, concurrency_limit=None)
+        stop_button.click(stop, running, None, **quick)
+        chatbot.undo(undo, [turns_state, running], outputs, **quick)
+        cleared = [chatbot, turns_state, notice]
+        clear_button.click(clear, running, cleared, **quick)
+        chatbot.clear(clear, running, cleared, **quick)  # its own trash icon
         demo.load(
             lambda turns: (to_messages(turns or []), notice_for(turns or [])),
             inputs=turns_state,
