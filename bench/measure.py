@@ -81,7 +81,8 @@ async def direct_pieces(model, message: str) -> AsyncIterator[str]:
     stream = model.stream([], message)
     await anext(stream)  # PromptInfo
     async for piece in stream:
-        yield piece
+        if isinstance(piece, str):  # the last item is a ReplyInfo
+            yield piece
 
 
 async def handle_pieces(handle, message: str) -> AsyncIterator[str]:
@@ -89,7 +90,8 @@ async def handle_pieces(handle, message: str) -> AsyncIterator[str]:
     stream = handle.stream.remote([], message)
     await anext(stream)
     async for piece in stream:
-        yield piece
+        if isinstance(piece, str):
+            yield piece
 
 
 async def socket_pieces(socket, message: str, events: list | None = None) -> AsyncIterator[str]:

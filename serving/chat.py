@@ -10,8 +10,8 @@ import torch
 
 from serving.config import ChatSettings, ModelSpec
 from serving.errors import GenerationError, InvalidRequestError
-from serving.protocol import PromptInfo
-from serving.streaming import GenerationStats, stream_generate
+from serving.protocol import PromptInfo, ReplyInfo
+from serving.streaming import GenerationStats, Usage, stream_generate
 from serving.translate import apply_threads
 from serving.weights import LoadedModel, load
 
@@ -88,21 +88,52 @@ class ChatModel:
         ids = tokenizer(message, return_tensors="pt", truncation=True, max_length=self.input_budget)
         return dict(ids), PromptInfo(len(history), self.input_budget, message_truncated=True)
 
-    async def stream(self, history: list[Message], message: str) -> AsyncIterator[PromptInfo | str]:
-        """A ``PromptInfo``, then the reply's text pieces as the model generates them."""
+    def decoding(self, options: dict[str, Any] | None) -> dict[str, Any]:
+        """The configured generate kwargs with a client's options: ``max_new_tokens`` (never above
+        the configured cap), ``temperature`` (0 means greedy) and ``top_p``."""
+        kwargs = dict(self.generate_kwargs)
+        options = options or {}
+        if "max_new_tokens" in options:
+            kwargs["max_new_tokens"] = min(kwargs["max_new_tokens"], options["max_new_tokens"])
+            kwargs["min_new_tokens"] = min(kwargs["min_new_tokens"], kwargs["max_new_tokens"])
+        temperature = options.get("temperature")
+        if temperature == 0:
+            kwargs["do_sample"] = False
+            kwargs.pop("temperature", None)
+            kwargs.pop("top_p", None)
+        elif temperature is not None or "top_p" in options:
+            sampling = self.settings.generation
+            kwargs.update(
+                do_sample=True,
+                temperature=temperature if temperature is not None else sampling.temperature,
+                top_p=options.get("top_p", sampling.top_p),
+            )
+        return kwargs
+
+    async def stream(
+        self, history: list[Message], message: str, options: dict[str, Any] | None = None
+    ) -> AsyncIterator[PromptInfo | str | ReplyInfo]:
+        """A ``PromptInfo``, the reply's text pieces as the model generates them, a ``ReplyInfo``.
+
+        ``options``: a client's decoding options (see ``decoding``).
+        """
+        kwargs = self.decoding(options)
         inputs, info = self.build_inputs(history, message)
         if info.history_dropped or info.message_truncated:
             logger.info("Prompt cut to fit the model's context: %s", info)
         yield info
+        usage = Usage()
         try:
             async for piece in stream_generate(
-                self.lm, inputs, self.generate_kwargs, stats=self.stats
+                self.lm, inputs, kwargs, stats=self.stats, usage=usage
             ):
                 yield piece
         except torch.OutOfMemoryError as exc:
             raise GenerationError(
                 "The chat model ran out of memory; try a shorter conversation."
             ) from exc
+        limit = kwargs["max_new_tokens"]
+        yield ReplyInfo(usage.tokens, "length" if usage.tokens >= limit else "stop")
 
     def activity(self) -> dict[str, int]:
         """Generations running now and decoding steps so far (proves that a stop stops)."""

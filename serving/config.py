@@ -156,6 +156,9 @@ class DetectorSettings(_Strict):
 
 
 class RouterSettings(_Strict):
+    model_name: str = Field(
+        "polyglot-chat", description="The model id of the OpenAI-compatible API (/api/v1)."
+    )
     max_message_chars: int = Field(4000, ge=1, description="Longest accepted user message.")
     max_history_turns: int = Field(200, ge=0, description="Most history entries accepted.")
     max_sentence_chars: int = Field(
@@ -195,6 +198,15 @@ class UISettings(_Strict):
 class HttpSettings(_Strict):
     host: str = Field("127.0.0.1", description="Serve HTTP bind address; loopback by default.")
     port: int = Field(8000, ge=1, le=65535, description="Serve HTTP port.")
+    metrics_port: int = Field(
+        8080,
+        ge=1,
+        le=65535,
+        description=(
+            "Ray's Prometheus endpoint (http://<node>:<port>/metrics) when run.py starts Ray; "
+            "a cluster at RAY_ADDRESS keeps its own."
+        ),
+    )
 
 
 class AppConfig(_Strict):

@@ -29,6 +29,13 @@ class InvalidRequestError(ChatServiceError):
     http_status = 422
 
 
+class ModelNotFoundError(InvalidRequestError):
+    """An OpenAI-style request named a model this service does not serve."""
+
+    code = "model_not_found"
+    http_status = 404
+
+
 class ServiceBusyError(ChatServiceError):
     """Every replica's queue is full; the client should retry shortly."""
 

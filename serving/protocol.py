@@ -21,6 +21,14 @@ class PromptInfo:
     message_truncated: bool = False  # only the end of the message fitted (seq2seq models)
 
 
+@dataclass(frozen=True)
+class ReplyInfo:
+    """The last item of every reply stream: what the reply cost and why it ended."""
+
+    completion_tokens: int
+    finish_reason: Literal["stop", "length"]
+
+
 class Turn(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -97,8 +105,15 @@ def delta_event(text: str, text_en: str | None = None) -> dict[str, Any]:
 
 
 def done_event(
-    reply: str, reply_en: str, message_en: str, language: str, history_dropped: int = 0
+    reply: str,
+    reply_en: str,
+    message_en: str,
+    language: str,
+    history_dropped: int = 0,
+    usage: dict[str, int] | None = None,
+    finish_reason: str = "stop",
 ) -> dict[str, Any]:
+    """``usage``: the chat model's prompt and completion tokens; ``finish_reason``: stop/length."""
     return {
         "type": "done",
         "reply": reply,
@@ -106,6 +121,8 @@ def done_event(
         "message_en": message_en,
         "language": language,
         "history_dropped": history_dropped,
+        "usage": usage or {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+        "finish_reason": finish_reason,
     }
 
 

@@ -9,11 +9,13 @@ closed sentence back to French as soon as the English stream closes it.
 
 import asyncio
 import logging
+import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
 from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError
@@ -21,9 +23,22 @@ from ray.serve.handle import DeploymentHandle
 
 from serving.config import RouterSettings
 from serving.errors import ChatServiceError, GenerationError, InvalidRequestError, ServiceBusyError
+from serving.metrics import ChatMetrics
+from serving.openai_api import (
+    Completion,
+    error_body,
+    generation_options,
+    model_list,
+    parse_completion_request,
+    split_conversation,
+    sse,
+    status_for,
+)
 from serving.protocol import (
     ChatRequest,
     PromptInfo,
+    ReplyInfo,
+    Turn,
     delta_event,
     done_event,
     error_event,
@@ -40,7 +55,15 @@ def english_separator(previous: str) -> str:
 
 logger = logging.getLogger("ray.serve")
 
+# English versions of French texts this replica has seen (OpenAI clients send their history in
+# French): a conversation's history is translated once, not at every turn.
+ENGLISH_CACHE_SIZE = 4096
+
 api = FastAPI(title="Polyglot chat API", docs_url="/docs", redoc_url=None)
+
+
+def busy_headers(error: ChatServiceError) -> dict[str, str] | None:
+    return {"Retry-After": "5"} if isinstance(error, ServiceBusyError) else None
 
 
 def as_service_error(exc: BaseException) -> ChatServiceError:
@@ -74,27 +97,46 @@ class Router:
         self.en_fr = en_fr.options(stream=True)
         self.chat = chat.options(stream=True)
         self.settings = settings
+        self.metrics = ChatMetrics()
+        self.started = int(time.time())
+        self._english: OrderedDict[str, str] = OrderedDict()
 
-    async def run_turn(self, request: ChatRequest) -> AsyncIterator[dict[str, Any]]:
-        """Events of one turn: start, deltas in the user's language, done."""
+    async def run_turn(
+        self, request: ChatRequest, api: str, options: dict[str, Any] | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Events of one turn: start, deltas in the user's language, done.
+
+        ``api`` tags the metrics; ``options`` are a client's decoding options (OpenAI API).
+        """
+        started = time.monotonic()
         language = await self.detector.detect.remote(request.message)
+        self.metrics.turn(language, api)
         if language == "fr":
             message_en = await self.fr_en.translate.remote(request.message)
+            self.metrics.translation.observe(
+                time.monotonic() - started, tags={"direction": "fr-en"}
+            )
         else:
             message_en = request.message
         history = [turn.model_dump() for turn in request.history]
-        english = self.chat.stream.remote(history, message_en)
+        english = self.chat.stream.remote(history, message_en, options)
+        end: list[ReplyInfo] = []
         try:
             prompt: PromptInfo = await anext(english)
             yield start_event(language, message_en, prompt.history_dropped)
             reply_en: list[str] = []
             reply: list[str] = []
+            texts = self._texts(english, end)
             deltas = (
-                self._relay(english, reply_en)
+                self._relay(texts, reply_en)
                 if language == "en"
-                else self._to_french(english, reply_en)
+                else self._to_french(texts, reply_en)
             )
             async for delta in deltas:
+                if not reply:
+                    self.metrics.time_to_first_token.observe(
+                        time.monotonic() - started, tags={"language": language}
+                    )
                 reply.append(delta["text"])
                 yield delta
         except BaseException:
@@ -102,13 +144,51 @@ class Router:
             # cancellation, so stop the chat model's generate explicitly.
             english.cancel()
             raise
+        info = end[0] if end else ReplyInfo(0, "stop")
+        if info.completion_tokens:
+            self.metrics.generated_tokens.inc(info.completion_tokens)
+        reply_text, reply_en_text = "".join(reply).strip(), "".join(reply_en).strip()
+        if language == "fr":
+            self._remember(request.message, message_en)
+            self._remember(reply_text, reply_en_text)
         yield done_event(
-            "".join(reply).strip(),
-            "".join(reply_en).strip(),
+            reply_text,
+            reply_en_text,
             message_en,
             language,
             prompt.history_dropped,
+            usage={
+                "prompt_tokens": prompt.prompt_tokens,
+                "completion_tokens": info.completion_tokens,
+                "total_tokens": prompt.prompt_tokens + info.completion_tokens,
+            },
+            finish_reason=info.finish_reason,
         )
+
+    @staticmethod
+    async def _texts(english: AsyncIterator[Any], end: list[ReplyInfo]) -> AsyncIterator[str]:
+        """The reply's text pieces; the stream's closing ``ReplyInfo`` goes to ``end``."""
+        async for item in english:
+            if isinstance(item, ReplyInfo):
+                end.append(item)
+            else:
+                yield item
+
+    def _remember(self, text: str, english: str) -> None:
+        self._english[text] = english
+        self._english.move_to_end(text)
+        while len(self._english) > ENGLISH_CACHE_SIZE:
+            self._english.popitem(last=False)
+
+    async def _to_english(self, text: str) -> str:
+        """A history entry in English: known already, detected English, or translated."""
+        if (known := self._english.get(text)) is not None:
+            return known
+        if not text.strip() or await self.detector.detect.remote(text) != "fr":
+            return text
+        english = await self.fr_en.translate.remote(text)
+        self._remember(text, english)
+        return english
 
     @staticmethod
     async def _relay(english: AsyncIterator[str], sink: list[str]) -> AsyncIterator[dict]:
@@ -148,6 +228,7 @@ class Router:
                     raise item
                 text_en = item if previous is None else english_separator(previous) + item
                 separator = "" if previous is None else separator_after(previous)
+                asked = time.monotonic()
                 french = self.en_fr.stream.remote(item)
                 try:
                     async for piece in french:
@@ -156,6 +237,9 @@ class Router:
                 except BaseException:
                     french.cancel()
                     raise
+                self.metrics.translation.observe(
+                    time.monotonic() - asked, tags={"direction": "en-fr"}
+                )
                 previous = item
         finally:
             cutter.cancel()
@@ -198,12 +282,13 @@ class Router:
             if frame.get("text") is None:
                 raise InvalidRequestError("Send each turn as a JSON text frame, not binary.")
             request = parse_request(frame["text"], self.settings)
-            async for event in self.run_turn(request):
+            async for event in self.run_turn(request, "websocket"):
                 await websocket.send_json(event)
         except (WebSocketDisconnect, asyncio.CancelledError):
             raise
         except Exception as exc:
             error = as_service_error(exc)
+            self.metrics.error(error.code, "websocket")
             await websocket.send_json(error_event(error.code, error.message))
 
     @api.post("/chat")
@@ -211,19 +296,81 @@ class Router:
         """The same turn as one JSON answer: the ``done`` event without ``type``."""
         try:
             turn = parse_request(await request.body(), self.settings)
-            async for event in self.run_turn(turn):
+            async for event in self.run_turn(turn, "http"):
                 if event["type"] == "done":
                     del event["type"]
                     return JSONResponse(event)
             raise GenerationError("The turn ended without a reply.")
         except Exception as exc:
             error = as_service_error(exc)
-            headers = {"Retry-After": "5"} if isinstance(error, ServiceBusyError) else None
+            self.metrics.error(error.code, "http")
             return JSONResponse(
                 {"error": {"code": error.code, "message": error.message}},
                 status_code=error.http_status,
-                headers=headers,
+                headers=busy_headers(error),
             )
+
+    @api.get("/v1/models")
+    async def openai_models(self) -> JSONResponse:
+        """OpenAI-compatible: the one model this service answers as."""
+        return JSONResponse(model_list(self.settings.model_name, self.started))
+
+    @api.post("/v1/chat/completions")
+    async def openai_chat(self, request: Request):
+        """OpenAI-compatible chat completions, streamed as server-sent events or whole.
+
+        French is detected and translated as on the WebSocket. Failures before the first
+        chunk are HTTP errors in OpenAI's shape; a failure mid-stream is an ``error`` event.
+        """
+        completion = Completion(self.settings.model_name)
+        try:
+            body = parse_completion_request(await request.body(), self.settings.model_name)
+            history, message = split_conversation(body)
+            turn = parse_request({"message": message, "history": history}, self.settings)
+            english = await asyncio.gather(*(self._to_english(t.content) for t in turn.history))
+            history_en = [
+                Turn(role=t.role, content=text)
+                for t, text in zip(turn.history, english, strict=True)
+            ]
+            turn = ChatRequest(message=turn.message, history=history_en)
+            events = self.run_turn(turn, "openai", generation_options(body))
+            await anext(events)  # the start event: refusals (busy, too long) are still HTTP
+            if body.stream:
+                usage = bool(body.stream_options and body.stream_options.include_usage)
+                return StreamingResponse(
+                    self._openai_chunks(events, completion, usage),
+                    media_type="text/event-stream",
+                )
+            async for event in events:
+                if event["type"] == "done":
+                    return JSONResponse(
+                        completion.whole(event["reply"], event["finish_reason"], event["usage"])
+                    )
+            raise GenerationError("The turn ended without a reply.")
+        except Exception as exc:
+            error = as_service_error(exc)
+            self.metrics.error(error.code, "openai")
+            return JSONResponse(
+                error_body(error), status_code=status_for(error), headers=busy_headers(error)
+            )
+
+    async def _openai_chunks(
+        self, events: AsyncIterator[dict[str, Any]], completion: Completion, usage: bool
+    ) -> AsyncIterator[str]:
+        try:
+            yield sse(completion.chunk({"role": "assistant", "content": ""}))
+            async for event in events:
+                if event["type"] == "delta":
+                    yield sse(completion.chunk({"content": event["text"]}))
+                elif event["type"] == "done":
+                    yield sse(completion.chunk({}, event["finish_reason"]))
+                    if usage:
+                        yield sse(completion.usage_chunk(event["usage"]))
+        except Exception as exc:
+            error = as_service_error(exc)
+            self.metrics.error(error.code, "openai")
+            yield sse(error_body(error))
+        yield sse("[DONE]")
 
     @api.get("/healthz")
     async def healthz(self) -> JSONResponse:

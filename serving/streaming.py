@@ -32,6 +32,7 @@ class TokenStreamer(AsyncTextIteratorStreamer):
         super().__init__(tokenizer, skip_prompt=True, **decode_kwargs)
         self.prefix_offset = 0  # decoding context starts here
         self.read_offset = 0  # text of the tokens before this one was already handed over
+        self.generated = 0  # tokens generated so far (the usage a client is told)
 
     def put(self, value: torch.Tensor) -> None:
         if value.dim() > 1:
@@ -40,6 +41,7 @@ class TokenStreamer(AsyncTextIteratorStreamer):
             self.next_tokens_are_prompt = False
             return
         self.token_cache.extend(value.tolist())
+        self.generated += value.numel()
         self._hand_over(final=False)
 
     def _hand_over(self, final: bool) -> None:
@@ -70,6 +72,13 @@ class StopOnEvent(StoppingCriteria):
         self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs
     ) -> torch.BoolTensor:
         return torch.full((input_ids.shape[0],), self.event.is_set(), device=input_ids.device)
+
+
+@dataclass
+class Usage:
+    """Filled in by ``stream_generate``: the tokens generated for one request."""
+
+    tokens: int = 0
 
 
 @dataclass
@@ -125,8 +134,12 @@ async def stream_generate(
     generate_kwargs: dict[str, Any],
     stop_at_newline: bool = False,
     stats: GenerationStats | None = None,
+    usage: Usage | None = None,
 ) -> AsyncIterator[str]:
-    """Yield decoded text pieces as ``generate`` produces them (counted in ``stats``)."""
+    """Yield decoded text pieces as ``generate`` produces them (counted in ``stats``).
+
+    ``usage`` gets this request's generated token count once the stream ends.
+    """
     streamer = TokenStreamer(lm.tokenizer, skip_special_tokens=True)
     cancelled = threading.Event()
     criteria: list[StoppingCriteria] = [StopOnEvent(cancelled)]
@@ -164,3 +177,5 @@ async def stream_generate(
             raise failure[0]
     finally:
         cancelled.set()  # consumer left early (disconnect, stop): end generate within a token
+        if usage is not None:
+            usage.tokens = streamer.generated

@@ -44,6 +44,28 @@ def tiny_app_config(tiny_causal: Path, tiny_seq2seq: Path) -> AppConfig:
     return tiny_config(tiny_causal, tiny_seq2seq)
 
 
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's headless Chromium, driven by Playwright (no browser download).
+
+    Module scope: Playwright's sync API keeps an event loop running in this thread, so other
+    modules' ``asyncio.run`` must not share it.
+    """
+    from tests.pages import CHROMIUM, LAUNCH_ARGS
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Chromium is missing: run `make browser-deps` (Debian's chromium package).")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        yield browser
+        browser.close()
+
+
+METRICS_PORT = _free_port()  # Ray's Prometheus endpoint for the test cluster
+
+
 @pytest.fixture(scope="session")
 def serve_instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """A local Ray cluster with Serve on a free port; yields the port."""
@@ -51,7 +73,12 @@ def serve_instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     from ray import serve
 
     port = _free_port()
-    ray.init(num_cpus=8, include_dashboard=False, logging_level="WARNING")
+    ray.init(
+        num_cpus=8,
+        include_dashboard=False,
+        logging_level="WARNING",
+        _metrics_export_port=METRICS_PORT,
+    )
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     yield port
     serve.shutdown()

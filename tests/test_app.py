@@ -23,9 +23,10 @@ def test_chat_deployment_streams_through_a_handle(tiny_app: str):
     async def pieces() -> list:
         return [piece async for piece in chat.stream.remote([], "Hello, how are you today?")]
 
-    info, *out = asyncio.run(pieces())
+    info, *out, end = asyncio.run(pieces())
     assert info.history_dropped == 0 and info.prompt_tokens > 0
     assert len(out) > 1 and "".join(out).strip()
+    assert end.completion_tokens >= len(out)
 
 
 def test_detector_deployment_through_a_handle(tiny_app: str):
@@ -103,8 +104,18 @@ def test_http_chat_returns_the_done_event(tiny_app: str):
     )
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"reply", "reply_en", "message_en", "language", "history_dropped"}
+    assert set(body) == {
+        "reply",
+        "reply_en",
+        "message_en",
+        "language",
+        "history_dropped",
+        "usage",
+        "finish_reason",
+    }
     assert body["language"] == "en" and body["reply"]
+    usage = body["usage"]
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"] > 0
 
 
 @pytest.mark.parametrize(

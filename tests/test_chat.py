@@ -6,7 +6,7 @@ import pytest
 from serving.chat import ChatModel
 from serving.config import ChatSettings, GenerationSettings, ModelSpec
 from serving.errors import InvalidRequestError
-from serving.protocol import PromptInfo
+from serving.protocol import PromptInfo, ReplyInfo
 
 HISTORY = [
     {"role": "user", "content": "Hello, how are you today?"},
@@ -27,7 +27,22 @@ async def collect(model: ChatModel, history, message: str) -> list[str]:
     stream = model.stream(history, message)
     info = await anext(stream)
     assert isinstance(info, PromptInfo) and info.prompt_tokens > 0
-    return [piece async for piece in stream]
+    *pieces, end = [piece async for piece in stream]
+    assert isinstance(end, ReplyInfo) and end.finish_reason in ("stop", "length")
+    assert end.completion_tokens >= len(pieces) > 0  # a piece per token at most
+    return pieces
+
+
+def test_a_reply_that_hits_max_new_tokens_says_length(tiny_causal: Path):
+    model = chat_model(tiny_causal)  # min_new_tokens=6, max_new_tokens=12: eos is unlikely
+
+    async def end_of(message: str) -> ReplyInfo:
+        return [item async for item in model.stream([], message)][-1]
+
+    ends = [asyncio.run(end_of(f"Tell me about {topic}.")) for topic in ("cats", "rain", "maps")]
+    assert all(end.completion_tokens <= 12 for end in ends)
+    lengths = [end for end in ends if end.completion_tokens == 12]
+    assert lengths and all(end.finish_reason == "length" for end in lengths)
 
 
 def test_causal_chat_streams_several_pieces(tiny_causal: Path):

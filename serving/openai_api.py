@@ -1,0 +1,178 @@
+"""OpenAI-compatible chat completions: the request schema and the response shapes.
+
+The routes live on the Router (``serving.router``); this module only converts, so it is tested
+without Serve. A client of this API sends its history in its own language (the OpenAI protocol
+has no English side), so the router translates French history entries to English itself.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from serving.errors import ChatServiceError, InvalidRequestError, ModelNotFoundError
+
+
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    type: str
+    text: str | None = None
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = None
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    include_usage: bool = False
+
+
+class CompletionRequest(BaseModel):
+    """The fields this service acts on; other OpenAI options are accepted and ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str
+    messages: list[Message] = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: int = 1
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    tools: list[Any] | None = None
+
+
+def parse_completion_request(raw: bytes | str, model_id: str) -> CompletionRequest:
+    """Validate a request or raise an error that names what to fix."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidRequestError("The request body must be a JSON object.") from None
+    if not isinstance(data, dict):
+        raise InvalidRequestError("The request body must be a JSON object.")
+    try:
+        request = CompletionRequest.model_validate(data)
+    except ValidationError as exc:
+        item = exc.errors()[0]
+        where = ".".join(str(part) for part in item["loc"]) or "request"
+        problem = "is missing" if item["type"] == "missing" else f"is not valid: {item['msg']}"
+        raise InvalidRequestError(f"'{where}' {problem}.") from None
+    if request.model != model_id:
+        raise ModelNotFoundError(
+            f"The model {request.model!r} does not exist here: use {model_id!r} "
+            "(GET /v1/models lists it)."
+        )
+    if request.n != 1:
+        raise InvalidRequestError("Only one choice per request is supported: set n to 1.")
+    if request.tools:
+        raise InvalidRequestError("Tools (function calling) are not supported by this service.")
+    return request
+
+
+def _text(message: Message) -> str:
+    if message.content is None or isinstance(message.content, str):
+        return message.content or ""
+    for part in message.content:
+        if part.type != "text":
+            raise InvalidRequestError(
+                f"Only text content is supported; this message has a {part.type!r} part."
+            )
+    return "".join(part.text or "" for part in message.content)
+
+
+def split_conversation(request: CompletionRequest) -> tuple[list[dict[str, str]], str]:
+    """(history, message) in the client's own language.
+
+    System and developer messages are left out: the service's system prompt is set in its
+    config, and the small default model drifts when it is given another one.
+    """
+    turns: list[dict[str, str]] = []
+    for message in request.messages:
+        if message.role == "tool":
+            raise InvalidRequestError("Tool messages are not supported by this service.")
+        if message.role in ("user", "assistant"):
+            turns.append({"role": message.role, "content": _text(message)})
+    if not turns or turns[-1]["role"] != "user":
+        raise InvalidRequestError("The last message must be the user's (role 'user').")
+    return turns[:-1], turns[-1]["content"]
+
+
+def generation_options(request: CompletionRequest) -> dict[str, Any]:
+    """What the client asked of the chat model's decoding (capped by the service's config)."""
+    options: dict[str, Any] = {}
+    if limit := request.max_completion_tokens or request.max_tokens:
+        options["max_new_tokens"] = limit
+    if request.temperature is not None:
+        options["temperature"] = request.temperature
+    if request.top_p is not None:
+        options["top_p"] = request.top_p
+    return options
+
+
+class Completion:
+    """Builds one completion's response objects (same id and timestamp throughout)."""
+
+    def __init__(self, model: str) -> None:
+        self.id = f"chatcmpl-{uuid.uuid4().hex}"
+        self.created = int(time.time())
+        self.model = model
+
+    def _base(self, kind: str) -> dict[str, Any]:
+        return {"id": self.id, "object": kind, "created": self.created, "model": self.model}
+
+    def whole(self, text: str, finish_reason: str, usage: dict[str, int]) -> dict[str, Any]:
+        return {
+            **self._base("chat.completion"),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": finish_reason,
+                }
+            ],
+            "usage": usage,
+        }
+
+    def chunk(self, delta: dict[str, str], finish_reason: str | None = None) -> dict[str, Any]:
+        return {
+            **self._base("chat.completion.chunk"),
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+        }
+
+    def usage_chunk(self, usage: dict[str, int]) -> dict[str, Any]:
+        return {**self._base("chat.completion.chunk"), "choices": [], "usage": usage}
+
+
+def model_list(model_id: str, created: int) -> dict[str, Any]:
+    return {
+        "object": "list",
+        "data": [{"id": model_id, "object": "model", "created": created, "owned_by": "polyglot"}],
+    }
+
+
+def error_body(error: ChatServiceError) -> dict[str, Any]:
+    kind = "invalid_request_error" if error.http_status < 500 else "server_error"
+    return {"error": {"message": error.message, "type": kind, "param": None, "code": error.code}}
+
+
+def status_for(error: ChatServiceError) -> int:
+    """OpenAI answers a request it cannot accept with 400 (ours says 422 elsewhere)."""
+    return 400 if error.http_status == InvalidRequestError.http_status else error.http_status
+
+
+def sse(data: dict[str, Any] | str) -> str:
+    """One server-sent event in OpenAI's format (``data: [DONE]`` ends the stream)."""
+    payload = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
+    return f"data: {payload}\n\n"

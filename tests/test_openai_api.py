@@ -1,0 +1,220 @@
+"""The OpenAI-compatible API: its conversions, then the official ``openai`` client on the graph."""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import openai
+import pytest
+
+from serving.errors import InvalidRequestError, ModelNotFoundError
+from serving.openai_api import (
+    Completion,
+    error_body,
+    generation_options,
+    parse_completion_request,
+    split_conversation,
+    sse,
+    status_for,
+)
+
+MODEL = "polyglot-chat"
+
+
+def _request(**fields) -> bytes:
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], **fields}
+    return json.dumps(body).encode()
+
+
+def test_a_conversation_splits_into_history_and_the_new_message():
+    request = parse_completion_request(
+        _request(
+            messages=[
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "Salut"},
+                {"role": "assistant", "content": "Bonjour !"},
+                {"role": "user", "content": [{"type": "text", "text": "Ça va ?"}]},
+            ]
+        ),
+        MODEL,
+    )
+    history, message = split_conversation(request)
+    assert message == "Ça va ?"
+    assert history == [
+        {"role": "user", "content": "Salut"},
+        {"role": "assistant", "content": "Bonjour !"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "error", "words"),
+    [
+        (b"{not json", InvalidRequestError, "JSON object"),
+        (b"[1, 2]", InvalidRequestError, "JSON object"),
+        (json.dumps({"model": MODEL}).encode(), InvalidRequestError, "'messages' is missing"),
+        (_request(model="gpt-4o"), ModelNotFoundError, "'polyglot-chat'"),
+        (_request(n=3), InvalidRequestError, "n to 1"),
+        (_request(tools=[{"type": "function"}]), InvalidRequestError, "Tools"),
+        (_request(temperature=5), InvalidRequestError, "'temperature'"),
+        (_request(messages=[]), InvalidRequestError, "'messages'"),
+        (
+            _request(messages=[{"role": "robot", "content": "x"}]),
+            InvalidRequestError,
+            "'messages.0.role'",
+        ),
+    ],
+)
+def test_bad_requests_name_what_to_fix(body: bytes, error: type, words: str):
+    with pytest.raises(error) as caught:
+        parse_completion_request(body, MODEL)
+    assert words in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("messages", "words"),
+    [
+        ([{"role": "assistant", "content": "Hello"}], "last message must be the user's"),
+        ([{"role": "system", "content": "Be brief."}], "last message must be the user's"),
+        ([{"role": "tool", "content": "42"}], "Tool messages"),
+        (
+            [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}],
+            "'image_url' part",
+        ),
+    ],
+)
+def test_conversations_the_service_cannot_answer_are_refused(messages, words):
+    request = parse_completion_request(_request(messages=messages), MODEL)
+    with pytest.raises(InvalidRequestError, match=words):
+        split_conversation(request)
+
+
+def test_decoding_options_map_to_generate():
+    request = parse_completion_request(_request(max_tokens=7, temperature=0), MODEL)
+    assert generation_options(request) == {"max_new_tokens": 7, "temperature": 0}
+    newer = parse_completion_request(_request(max_completion_tokens=5, max_tokens=9), MODEL)
+    assert generation_options(newer) == {"max_new_tokens": 5}
+    assert generation_options(parse_completion_request(_request(), MODEL)) == {}
+
+
+def test_responses_have_openai_shapes():
+    completion = Completion(MODEL)
+    usage = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+    whole = completion.whole("Hello!", "stop", usage)
+    assert whole["object"] == "chat.completion" and whole["id"].startswith("chatcmpl-")
+    assert whole["choices"][0]["message"] == {"role": "assistant", "content": "Hello!"}
+    chunk = completion.chunk({"content": "He"})
+    assert chunk["id"] == whole["id"] and chunk["object"] == "chat.completion.chunk"
+    assert completion.usage_chunk(usage)["choices"] == []
+    assert sse("[DONE]") == "data: [DONE]\n\n"
+    assert json.loads(sse(chunk)[len("data: ") :]) == chunk
+    missing = ModelNotFoundError("no such model")
+    assert status_for(missing) == 404 and status_for(InvalidRequestError("x")) == 400
+    assert error_body(missing)["error"]["code"] == "model_not_found"
+
+
+# --- the official client against the served graph (tiny models) ---
+
+
+def _client(base_url: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{base_url}/api/v1", api_key="not-needed", max_retries=0)
+
+
+def _activity(deployment: str, app_name: str = "api") -> dict[str, int]:
+    from ray import serve
+
+    handle = serve.get_deployment_handle(deployment, app_name=app_name)
+    with ThreadPoolExecutor(1) as pool:  # the handle's .result() must not run on an event loop
+        return pool.submit(lambda: handle.activity.remote().result()).result()
+
+
+def test_the_openai_client_lists_the_model_and_gets_a_whole_answer(tiny_app: str):
+    client = _client(tiny_app)
+    assert [model.id for model in client.models.list()] == [MODEL]
+    answer = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Hello, how are you today?"}]
+    )
+    choice = answer.choices[0]
+    assert choice.message.role == "assistant" and choice.message.content.strip()
+    assert choice.finish_reason in ("stop", "length")
+    assert answer.usage.prompt_tokens > 0 and answer.usage.completion_tokens > 0
+    assert answer.usage.total_tokens == answer.usage.prompt_tokens + answer.usage.completion_tokens
+
+
+def test_max_tokens_caps_the_reply(tiny_app: str):
+    answer = _client(tiny_app).chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Tell me a long story about the sea."}],
+        max_tokens=2,
+        temperature=0,
+    )
+    assert answer.usage.completion_tokens <= 2 and answer.choices[0].finish_reason == "length"
+
+
+def test_a_french_conversation_streams_translated_and_its_history_is_translated_once(
+    tiny_app: str,
+):
+    client = _client(tiny_app)
+    messages = [
+        {"role": "user", "content": "Bonjour, je voudrais visiter Paris cet été."},
+        {"role": "assistant", "content": "C'est une excellente idée, la ville est très belle."},
+        {"role": "user", "content": "Quels musées me conseillez-vous de voir en premier ?"},
+    ]
+
+    def stream_once() -> tuple[list, int, int]:
+        fr_en, en_fr = _activity("TranslatorFrEn")["steps"], _activity("TranslatorEnFr")["steps"]
+        chunks = list(
+            client.chat.completions.create(
+                model=MODEL,
+                messages=messages,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        )
+        fr_en_steps = _activity("TranslatorFrEn")["steps"] - fr_en
+        en_fr_steps = _activity("TranslatorEnFr")["steps"] - en_fr
+        return chunks, fr_en_steps, en_fr_steps
+
+    chunks, first_fr_en, first_en_fr = stream_once()
+    assert chunks[0].choices[0].delta.role == "assistant"
+    texts = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert len(texts) > 1 and "".join(texts).strip()  # several pieces: it streamed
+    assert chunks[-2].choices[0].finish_reason in ("stop", "length")
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0
+    assert first_en_fr > 0  # the English reply went through the en->fr translator
+    # The same conversation again: its two French history entries are already known in English,
+    # so only the new message is translated (greedy translation: same steps for it).
+    _, second_fr_en, _ = stream_once()
+    assert 0 < second_fr_en < first_fr_en
+
+
+def test_refusals_are_openai_errors(tiny_app: str):
+    client = _client(tiny_app)
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}])
+    assert missing.value.body["code"] == "model_not_found"
+    with pytest.raises(openai.BadRequestError) as blank:
+        client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "   "}], stream=True
+        )
+    assert "empty" in blank.value.body["message"]
+    assert _client(tiny_app).models.list().data  # and the service still serves
+
+
+def test_closing_an_openai_stream_stops_the_chat_model(long_app: str):
+    """The long graph's model would write 20000 tokens; the client reads a few and leaves."""
+    client = openai.OpenAI(base_url=f"{long_app}/api/v1", api_key="x", max_retries=0)
+    before = _activity("ChatModel", "long-api")["steps"]
+    stream = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Hello there"}], stream=True
+    )
+    for index, _ in enumerate(stream):
+        if index == 5:
+            break
+    stream.close()
+    deadline = time.monotonic() + 30
+    while (now := _activity("ChatModel", "long-api"))["active"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert now["active"] == 0, now
+    assert now["steps"] - before < 2_000, now  # stopped far short of 20000 tokens
