@@ -1,78 +1,14 @@
 """The page in a real browser: Debian's headless Chromium driven by Playwright."""
 
-import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import LONG_REPLY_TOKENS
+from tests.pages import RECORD_REPLY_LENGTHS, bots, button, open_page, send, settled_text
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-LAUNCH_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-
-RECORD_REPLY_LENGTHS = """() => {
-  window.replyLengths = [];
-  const chat = document.querySelector('#chatbot');
-  new MutationObserver(() => {
-    const bots = chat.querySelectorAll('.message.bot');
-    if (bots.length) window.replyLengths.push(bots[bots.length - 1].innerText.trim().length);
-  }).observe(chat, {childList: true, subtree: true, characterData: true});
-}"""
-
-
-def _settled_text(page, locator, quiet_ms: int = 1500) -> str:
-    """The element's text once it has stopped changing (the turn is done and stored)."""
-    text, still = locator.inner_text(), 0
-    while still < quiet_ms:
-        page.wait_for_timeout(100)
-        now = locator.inner_text()
-        still = still + 100 if now == text else 0
-        text = now
-    return text.strip()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Chromium is missing: run `make browser-deps` (Debian's chromium package).")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-        yield browser
-        browser.close()
-
-
-def _open(browser, url: str):
-    page = browser.new_page(viewport={"width": 1100, "height": 900})
-    page.goto(url + "/", wait_until="load")
-    page.locator("#message textarea").wait_for(timeout=30_000)
-    return page
-
-
-def _send(page, message: str) -> None:
-    box = page.locator("#message textarea")
-    box.fill(message)
-    box.press("Enter")
-
-
-def _button(page, label: str):
-    return page.locator(f"#chatbot button[aria-label='{label}']")
-
-
-def _bots(page):
-    return page.locator("#chatbot .message.bot")  # one group per assistant reply (and its fold)
 
 
 def test_french_reply_streams_stops_when_asked_and_survives_a_reload(
@@ -88,9 +24,9 @@ def test_french_reply_streams_stops_when_asked_and_survives_a_reload(
             return pool.submit(lambda: chat.activity.remote().result()).result()
 
     steps_before = activity()["steps"]
-    page = _open(browser, long_app)
+    page = open_page(browser, long_app)
     page.evaluate(RECORD_REPLY_LENGTHS)
-    _send(page, "Bonjour, comment allez-vous aujourd'hui ?")
+    send(page, "Bonjour, comment allez-vous aujourd'hui ?")
     # French text appears while the English reply is still being written (past the 15 characters
     # of the pending bubble)...
     page.wait_for_function(
@@ -98,7 +34,7 @@ def test_french_reply_streams_stops_when_asked_and_survives_a_reload(
         timeout=60_000,
     )
     page.locator("#stop").click()
-    reply = _settled_text(page, _bots(page).last)
+    reply = settled_text(page, bots(page).last)
     lengths = page.evaluate("() => window.replyLengths")
     assert len(set(lengths)) > 2, f"the reply did not grow while streaming: {lengths}"
     assert "(stopped)" in reply and "English original" in reply
@@ -111,7 +47,7 @@ def test_french_reply_streams_stops_when_asked_and_survives_a_reload(
     page.locator("#chatbot").get_by_text("Bonjour, comment allez-vous aujourd'hui ?").wait_for(
         timeout=30_000
     )
-    assert _settled_text(page, _bots(page).last) == reply
+    assert settled_text(page, bots(page).last) == reply
     page.locator("#chatbot").get_by_text("English original").click()  # the fold opens
     page.locator("#chatbot").get_by_text("You:").wait_for(timeout=10_000)
     page.screenshot(path=str(tmp_path / "stopped.png"))  # kept by pytest for a look on failure
@@ -119,17 +55,17 @@ def test_french_reply_streams_stops_when_asked_and_survives_a_reload(
 
 
 def test_retry_undo_edit_and_clear(browser, tiny_app: str, tmp_path: Path):
-    page = _open(browser, tiny_app)
-    _send(page, "Hello there")
-    _bots(page).first.wait_for(timeout=30_000)
-    _settled_text(page, _bots(page).first)
-    _send(page, "What should I cook tonight?")
+    page = open_page(browser, tiny_app)
+    send(page, "Hello there")
+    bots(page).first.wait_for(timeout=30_000)
+    settled_text(page, bots(page).first)
+    send(page, "What should I cook tonight?")
     page.wait_for_function(
         "() => document.querySelectorAll('#chatbot .message.bot').length === 2", timeout=30_000
     )
-    first_answer = _settled_text(page, _bots(page).last)
+    first_answer = settled_text(page, bots(page).last)
 
-    _button(page, "Retry").click()  # a new answer replaces the last one (sampling is on)
+    button(page, "Retry").click()  # a new answer replaces the last one (sampling is on)
     page.wait_for_function(
         "(old) => { const bots = document.querySelectorAll('#chatbot .message.bot');"
         " const now = bots.length === 2 && bots[1].innerText.trim();"
@@ -137,20 +73,20 @@ def test_retry_undo_edit_and_clear(browser, tiny_app: str, tmp_path: Path):
         arg=first_answer,
         timeout=30_000,
     )
-    _settled_text(page, _bots(page).last)
+    settled_text(page, bots(page).last)
     assert page.locator("#chatbot .message.user").count() == 2
 
-    _button(page, "Undo").click()  # the last exchange goes; its message returns to the box
+    button(page, "Undo").click()  # the last exchange goes; its message returns to the box
     page.wait_for_function(
         "() => document.querySelectorAll('#chatbot .message.bot').length === 1", timeout=30_000
     )
     assert page.locator("#message textarea").input_value() == "What should I cook tonight?"
 
-    _button(page, "Edit").first.click()  # rewrite the first message, in French
+    button(page, "Edit").first.click()  # rewrite the first message, in French
     page.locator("#chatbot textarea").fill("Bonjour, comment allez-vous ?")
-    _button(page, "Submit").click()
+    button(page, "Submit").click()
     page.locator("#chatbot").get_by_text("English original").wait_for(timeout=30_000)
-    _settled_text(page, _bots(page).last)
+    settled_text(page, bots(page).last)
     users = page.locator("#chatbot .message.user")
     assert (
         users.count() == 1 and users.first.inner_text().strip() == "Bonjour, comment allez-vous ?"
@@ -158,7 +94,7 @@ def test_retry_undo_edit_and_clear(browser, tiny_app: str, tmp_path: Path):
 
     page.reload(wait_until="load")
     page.locator("#chatbot").get_by_text("Bonjour, comment allez-vous ?").wait_for(timeout=30_000)
-    assert _bots(page).count() == 1
+    assert bots(page).count() == 1
     page.screenshot(path=str(tmp_path / "edited.png"))
 
     page.locator("#clear").click()
@@ -169,4 +105,36 @@ def test_retry_undo_edit_and_clear(browser, tiny_app: str, tmp_path: Path):
     page.locator("#message textarea").wait_for(timeout=30_000)
     page.wait_for_timeout(1500)  # the stored conversation would be shown by now
     assert page.locator("#chatbot .message").count() == 0
+    page.close()
+
+
+def test_a_shared_link_opens_the_conversation_read_only(browser, tiny_app: str):
+    page = open_page(browser, tiny_app)
+    page.locator("#status").get_by_text("Loading").wait_for(state="detached", timeout=30_000)
+    send(page, "Bonjour, comment allez-vous ?")
+    page.locator("#chatbot").get_by_text("English original").wait_for(timeout=30_000)
+    reply = settled_text(page, bots(page).last)
+    page.locator("#share").click()
+    page.wait_for_function(
+        "() => (document.querySelector('#share-link textarea')?.value || '').startsWith('http')",
+        timeout=30_000,
+    )
+    link = page.locator("#share-link textarea").input_value()
+    assert link.startswith(f"{tiny_app}/#shared=")
+
+    reader = browser.new_page(viewport={"width": 1100, "height": 900})  # its own localStorage
+    reader.goto(link, wait_until="load")
+    shared = reader.locator("#shared")
+    shared.get_by_text("Bonjour, comment allez-vous ?").wait_for(timeout=30_000)
+    assert settled_text(reader, shared.locator(".message.bot").last) == reply
+    assert not reader.locator("#message textarea").is_visible()  # read-only: nowhere to type
+    assert shared.locator("button[aria-label='Edit'], button[aria-label='Retry']").count() == 0
+    reader.locator("#own").click()  # the reader's own conversation, untouched (empty)
+    reader.locator("#message textarea").wait_for(timeout=30_000)
+    assert reader.locator("#chatbot .message").count() == 0
+
+    reader.goto(f"{tiny_app}/#shared=not-a-conversation", wait_until="load")
+    reader.get_by_text("damaged or incomplete").wait_for(timeout=30_000)
+    assert reader.locator("#message textarea").is_visible()
+    reader.close()
     page.close()

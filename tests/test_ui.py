@@ -5,6 +5,7 @@ import asyncio
 import pytest
 from gradio_client import Client
 
+from ui.client import api_ready, health_url
 from ui.page import (
     ENGLISH_ORIGINAL,
     Halt,
@@ -15,6 +16,7 @@ from ui.page import (
     turn_at,
     until_halted,
 )
+from ui.share import MAX_LINK_CHARS, ShareError, decode, encode, token_in
 
 FRENCH = {
     "user": "Salut",
@@ -143,3 +145,53 @@ def test_blank_message_is_kept_out_and_nothing_is_lost(client: Client):
     chat, turns, box, notice = client.predict("   ", TURNS, api_name="/chat")
     assert turns == TURNS
     assert len(chat) == 3
+
+
+def test_a_conversation_survives_the_trip_through_a_link():
+    stopped = {**ENGLISH, "stopped": True, "history_dropped": 4}
+    token = encode([FRENCH, stopped])
+    assert token_in(f"#shared={token}") == token and token_in("#other") is None
+    turns = decode(token)
+    assert to_messages(turns) == to_messages([FRENCH, stopped])  # what the reader sees
+    assert "history_dropped" not in turns[1]  # only what is shown travels
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "",
+        "not base64 !",
+        encode([]).replace("e", "f"),
+        "eJzLSM3JyVcozy/KSQEAGgQEXQ",  # zlib("hello world"): not a conversation
+        "x" * (MAX_LINK_CHARS + 1),
+    ],
+)
+def test_a_damaged_link_is_refused_clearly(token: str):
+    with pytest.raises(ShareError, match="damaged or incomplete"):
+        decode(token)
+
+
+def test_a_link_cannot_inflate_into_a_memory_bomb():
+    import base64
+    import zlib
+
+    bomb = zlib.compress(b"[" + b" " * 50_000_000 + b"]", 9)
+    with pytest.raises(ShareError):
+        decode(base64.urlsafe_b64encode(bomb).decode())
+
+
+def test_a_conversation_too_long_for_a_link_says_so():
+    import random
+
+    rng = random.Random(0)
+    noise = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz ") for _ in range(120_000))
+    with pytest.raises(ShareError, match="too long"):
+        encode([{**ENGLISH, "assistant": noise}])
+
+
+def test_the_page_knows_when_the_api_is_ready(tiny_app: str):
+    assert health_url("ws://h:1/api/chat") == "http://h:1/api/healthz"
+    assert health_url("wss://h/x/api/chat") == "https://h/x/api/healthz"
+    api = tiny_app.replace("http://", "ws://") + "/api/chat"
+    assert asyncio.run(api_ready(api))
+    assert not asyncio.run(api_ready("ws://127.0.0.1:9/api/chat"))  # nothing listens there

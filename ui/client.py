@@ -6,6 +6,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import websockets
 
 from serving.errors import ChatServiceError
@@ -44,3 +45,18 @@ async def stream_turn(
     raise ApiError(
         "The chat service closed the connection before the reply was complete. Try again."
     )
+
+
+def health_url(api_url: str) -> str:
+    """ws://host:port/api/chat -> http://host:port/api/healthz"""
+    http = api_url.replace("wss://", "https://", 1).replace("ws://", "http://", 1)
+    return http.rsplit("/", 1)[0] + "/healthz"
+
+
+async def api_ready(api_url: str) -> bool:
+    """True when the API answers that every deployment is healthy."""
+    try:
+        async with httpx.AsyncClient(timeout=5) as client:
+            return (await client.get(health_url(api_url))).status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -19,7 +19,8 @@ from typing import Any
 
 import gradio as gr
 
-from ui.client import ApiError, stream_turn
+from ui import share
+from ui.client import ApiError, api_ready, stream_turn
 
 # user, assistant, user_en, assistant_en, language; history_dropped (int), stopped (bool)
 Turn = dict[str, Any]
@@ -32,6 +33,17 @@ EXAMPLES = [
 ]
 
 ENGLISH_ORIGINAL = "English original"
+LOADING = (
+    "⏳ **Loading the models.** You can type already: replies start once they are ready "
+    "(the very first start converts the weights, a few minutes on a small CPU)."
+)
+# The share handler returns "#shared=..."; the browser puts its own address in front.
+COMPLETE_LINK = (
+    "(link) => link && link.startsWith('#') ? "
+    "window.location.origin + window.location.pathname + link : link"
+)
+# Opening another #shared= link in the same tab changes only the fragment: load it afresh.
+HEAD = "<script>window.addEventListener('hashchange', () => window.location.reload());</script>"
 STOPPED_MARK = "\n\n*(stopped)*"
 
 
@@ -251,30 +263,76 @@ def build_demo(
         _halt_all(running, keep=False)
         return [], [], ""
 
+    def share_link(turns: list[Turn] | None):
+        """A link that carries the conversation itself (the page completes it with its own URL)."""
+        if not turns:
+            gr.Warning("There is nothing to share yet.")
+            return gr.skip()
+        try:
+            token = share.encode(turns)
+        except share.ShareError as error:
+            gr.Warning(error.message)
+            return gr.skip()
+        return gr.Textbox(value=f"#{share.FRAGMENT_KEY}={token}", visible=True)
+
+    def open_shared(fragment: str):
+        """A ``#shared=`` link opens read-only; the reader's own conversation is not touched."""
+        token = share.token_in(fragment or "")
+        if token is None:
+            return gr.skip(), gr.skip(), gr.skip()
+        try:
+            turns = share.decode(token)
+        except share.ShareError as error:
+            gr.Warning(error.message)
+            return gr.skip(), gr.skip(), gr.skip()
+        return gr.Column(visible=True), to_messages(turns), gr.Column(visible=False)
+
+    async def readiness():
+        """Says "loading models" until every deployment is healthy, then stops asking."""
+        if await api_ready(api_url):
+            return "", gr.Timer(active=False)
+        return LOADING, gr.skip()
+
     with gr.Blocks(title=title, fill_height=True) as demo:
         gr.Markdown(f"## {title}\nChat in English or French: replies come in your language.")
+        status = gr.Markdown("", elem_id="status")
         turns_state = gr.BrowserState([], storage_key="polyglot-chat-turns", secret=storage_secret)
         running = gr.State(set())  # this tab's turns in progress (server memory)
-        chatbot = gr.Chatbot(
-            label="Conversation",
-            height=480,
-            elem_id="chatbot",
-            buttons=["copy"],
-            editable="user",
-        )
-        notice = gr.Markdown("", elem_id="notice")
-        with gr.Row():
-            box = gr.Textbox(
-                placeholder="Écrivez en français or write in English…",
-                show_label=False,
-                scale=6,
-                elem_id="message",
-                autofocus=True,
+        fragment = gr.Textbox(visible=False)
+        with gr.Column(visible=False, elem_id="shared-view") as shared_view:
+            gr.Markdown("### A conversation shared with you (read-only)")
+            shared_chatbot = gr.Chatbot(label="Shared conversation", height=480, elem_id="shared")
+            gr.Button("Start your own conversation", link="./", elem_id="own")
+        with gr.Column(elem_id="own-view") as own_view:
+            chatbot = gr.Chatbot(
+                label="Conversation",
+                height=480,
+                elem_id="chatbot",
+                buttons=["copy"],
+                editable="user",
             )
-            send_button = gr.Button("Send", variant="primary", scale=1, elem_id="send")
-            stop_button = gr.Button("Stop", scale=1, elem_id="stop")
-            clear_button = gr.Button("Clear", scale=1, elem_id="clear")
-        gr.Examples(EXAMPLES, inputs=box, label="Try")
+            notice = gr.Markdown("", elem_id="notice")
+            with gr.Row():
+                box = gr.Textbox(
+                    placeholder="Écrivez en français or write in English…",
+                    show_label=False,
+                    scale=6,
+                    elem_id="message",
+                    autofocus=True,
+                )
+                small = dict(scale=1, min_width=80)
+                send_button = gr.Button("Send", variant="primary", elem_id="send", **small)
+                stop_button = gr.Button("Stop", elem_id="stop", **small)
+                clear_button = gr.Button("Clear", elem_id="clear", **small)
+                share_button = gr.Button("Share", elem_id="share", **small)
+            link = gr.Textbox(
+                label="Link to this conversation: it travels inside the link, read-only, "
+                "and nothing is stored on the server",
+                visible=False,
+                buttons=["copy"],
+                elem_id="share-link",
+            )
+            gr.Examples(EXAMPLES, inputs=box, label="Try")
 
         outputs = [chatbot, turns_state, box, notice]
         # concurrency_limit=None: Serve's max_ongoing/max_queued_requests do the backpressure.
@@ -290,10 +348,23 @@ def build_demo(
         cleared = [chatbot, turns_state, notice]
         clear_button.click(clear, running, cleared, **quick)
         chatbot.clear(clear, running, cleared, **quick)  # its own trash icon
+        share_button.click(share_link, turns_state, link, **quick).then(
+            None, link, link, js=COMPLETE_LINK, api_name=False
+        )
         demo.load(
             lambda turns: (to_messages(turns or []), notice_for(turns or [])),
             inputs=turns_state,
             outputs=[chatbot, notice],
             api_name=False,
         )
+        demo.load(
+            open_shared,
+            fragment,
+            [shared_view, shared_chatbot, own_view],
+            js="() => window.location.hash",
+            api_name=False,
+        )
+        timer = gr.Timer(3.0)
+        demo.load(readiness, None, [status, timer], api_name=False)
+        timer.tick(readiness, None, [status, timer], api_name=False)
     return demo

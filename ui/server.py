@@ -10,7 +10,7 @@ from ray import serve
 
 from serving.cache import cache_root
 from serving.config import UISettings
-from ui.page import build_demo
+from ui.page import HEAD, build_demo
 
 
 def storage_secret(settings: UISettings) -> str:
@@ -35,4 +35,4 @@ class ChatUI:
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         demo = build_demo(self.api_url, self.settings.title, storage_secret(self.settings))
-        return gr.mount_gradio_app(FastAPI(), demo, path="/", footer_links=[])
+        return gr.mount_gradio_app(FastAPI(), demo, path="/", footer_links=[], head=HEAD)
