@@ -66,9 +66,10 @@ def build_ui(config: AppConfig) -> Application:
 
 
 def build_apps(config: AppConfig) -> list[ServeApp]:
+    """The page first: it is up in seconds and says "loading models" while the API starts."""
     return [
-        ServeApp("api", "/api", build_api(config)),
         ServeApp("ui", "/", build_ui(config)),
+        ServeApp("api", "/api", build_api(config)),
     ]
 
 

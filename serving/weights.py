@@ -33,7 +33,9 @@ from serving.cache import cache_root
 from serving.config import ModelSpec
 from serving.errors import ModelUnavailableError
 
-logger = logging.getLogger(__name__)
+# Serve shows its own logger's INFO lines in the console of `make run`/`serve run`: start-up
+# progress (conversion, loading) must be seen there.
+logger = logging.getLogger("ray.serve")
 
 PACKAGE_PREFIX = "package:"
 
@@ -156,9 +158,16 @@ def _converted_gguf(located: Located) -> Path:
         )
         started = time.monotonic()
         kwargs: dict[str, Any] = {"gguf_file": located.gguf_file}
+        logger.info("[1/3] %s: reading the tokenizer", gguf_path.name)
         tokenizer = AutoTokenizer.from_pretrained(located.path, **kwargs)
+        logger.info("[2/3] %s: de-quantising the weights (the long step)", gguf_path.name)
         model = _model_class(located.path, kwargs).from_pretrained(
             located.path, dtype=torch.float32, **kwargs
+        )
+        logger.info(
+            "[3/3] %s: saving to the cache (%.0f s so far)",
+            gguf_path.name,
+            time.monotonic() - started,
         )
         # The weights are plain float32 now; drop the GGUF marker that forbids saving them.
         model.hf_quantizer = None
@@ -185,6 +194,7 @@ def _model_class(path: str, kwargs: dict[str, Any]) -> type:
 def load(spec: ModelSpec, device: torch.device | None = None) -> LoadedModel:
     """Load tokenizer and model for inference on ``device`` (GPU when there is one)."""
     device = device or pick_device()
+    started = time.monotonic()
     located = locate(spec)
     path = str(_converted_gguf(located)) if located.gguf_file else located.path
     try:
@@ -197,5 +207,11 @@ def load(spec: ModelSpec, device: torch.device | None = None) -> LoadedModel:
     model = model_cls.from_pretrained(path, dtype=_dtype(spec, device)).to(device).eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    logger.info("Loaded %s (%s) on %s", spec.source, "seq2seq" if seq2seq else "causal", device)
+    logger.info(
+        "Loaded %s (%s) on %s in %.1f s",
+        spec.source,
+        "seq2seq" if seq2seq else "causal",
+        device,
+        time.monotonic() - started,
+    )
     return LoadedModel(tokenizer, model, device, seq2seq)

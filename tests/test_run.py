@@ -1,0 +1,57 @@
+"""``run.py`` as a person starts it: a real process, its own Ray, the page, the API, Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import yaml
+
+from bench.run import wait_healthy
+from tests.conftest import _free_port
+from tests.tiny_models import tiny_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_run_py_serves_page_api_and_metrics_and_a_failed_share_link_is_one_clear_warning(
+    tiny_causal: Path, tiny_seq2seq: Path, tmp_path: Path
+):
+    port, metrics_port = _free_port(), _free_port()
+    config = tmp_path / "tiny.yaml"
+    settings = tiny_config(tiny_causal, tiny_seq2seq).model_dump(mode="json", exclude={"http"})
+    config.write_text(yaml.safe_dump(settings))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    command = [sys.executable, "run.py", "--config", str(config), "--port", str(port)]
+    command += ["--metrics-port", str(metrics_port), "--share"]
+    out_path, err_path = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
+    with out_path.open("w") as out_file, err_path.open("w") as err_file:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out_file, stderr=err_file)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_healthy(base, timeout=180)
+        assert "Polyglot chat" in httpx.get(f"{base}/", timeout=10).text
+        answer = httpx.post(f"{base}/api/chat", json={"message": "Hello"}, timeout=60)
+        assert answer.status_code == 200 and answer.json()["reply"]
+        assert httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).status_code == 200
+        # No internet here: the share link fails with one clear line, and the app keeps serving.
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and process.poll() is None:
+            if "Public link" in out_path.read_text() or "share link" in err_path.read_text():
+                break
+            time.sleep(1)
+        assert httpx.get(f"{base}/api/healthz", timeout=10).status_code == 200
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=120)
+    out, err = out_path.read_text(), err_path.read_text()
+    assert process.returncode == 0, err[-3000:]
+    assert "Ready in" in out and f"http://127.0.0.1:{port}/" in out
+    if "Public link: https://" not in out:  # offline, as in CI
+        warnings = [line for line in err.splitlines() if "share link" in line]
+        assert len(warnings) == 1 and "internet access" in warnings[0], err[-3000:]
