@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
 ARGS   ?=
 
-.PHONY: run test bench lint format browser-deps clean
+.PHONY: run test bench screenshot lint format browser-deps clean
 
 $(VENV)/.app: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ $(VENV)/.bench: $(VENV)/.app
 
 bench: $(VENV)/.bench  ## every layer against the model's own speed: make bench ARGS="--tiny"
 	$(PY) -m bench.run $(ARGS)
+
+screenshot: $(VENV)/.test browser-deps  ## assets/screenshot.png, made by the real-model browser test
+	SCREENSHOT_TO=assets/screenshot.png $(PY) -m pytest tests/test_offline_models.py -k page
 
 lint: $(VENV)/.test
 	$(PY) -m ruff check .

@@ -1,26 +1,44 @@
 """End to end on the real offline models (SmolLM2 chat, Gemma 3 translation), judged by lingua."""
 
 import asyncio
+import os
+from pathlib import Path
 
 import pytest
 import websockets
 from ray import serve
 
-from serving.app import build_api
+from serving.app import build_api, build_ui
 from serving.config import load_config
 from serving.detect import LanguageDetector
+from tests.pages import bots, open_page, send, settled_text
 from tests.ws import ws_turn
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def offline_api(serve_instance: int) -> str:
+def offline_config(serve_instance: int):
+    api_url = f"ws://127.0.0.1:{serve_instance}/offline-api/chat"
+    return load_config(
+        "offline", overrides={"http": {"port": serve_instance}, "ui": {"api_url": api_url}}
+    )
+
+
+@pytest.fixture(scope="module")
+def offline_api(offline_config) -> str:
     """The offline profile's API, beside the tiny graph, at /offline-api."""
-    config = load_config("offline", overrides={"http": {"port": serve_instance}})
-    serve.run(build_api(config), name="offline-api", route_prefix="/offline-api")
-    yield f"ws://127.0.0.1:{serve_instance}/offline-api/chat"
+    serve.run(build_api(offline_config), name="offline-api", route_prefix="/offline-api")
+    yield offline_config.api_url
     serve.delete("offline-api")
+
+
+@pytest.fixture(scope="module")
+def offline_page(offline_api: str, offline_config, serve_instance: int) -> str:
+    """Its page at /offline."""
+    serve.run(build_ui(offline_config), name="offline-ui", route_prefix="/offline")
+    yield f"http://127.0.0.1:{serve_instance}/offline"
+    serve.delete("offline-ui")
 
 
 async def _turn(url: str, message: str) -> list[dict]:
@@ -54,3 +72,25 @@ def test_french_message_gets_a_french_reply_with_english_behind_it(
     assert lingua.detect(done["reply_en"]) == "en"
     assert lingua.detect(done["reply"]) == "fr"
     assert sum(event["type"] == "delta" for event in events) > 3
+
+
+@pytest.mark.browser
+def test_the_page_on_the_real_models_in_both_languages(
+    browser, offline_page: str, lingua: LanguageDetector, tmp_path: Path
+):
+    """What a person sees; ``make screenshot`` keeps its picture as assets/screenshot.png."""
+    page = open_page(browser, offline_page)
+    send(page, "Give me three tips to sleep better.")
+    page.wait_for_function(
+        "() => document.querySelectorAll('#chatbot .message.bot').length === 1", timeout=120_000
+    )
+    english = settled_text(page, bots(page).last, quiet_ms=4000)
+    send(page, "Quels fruits sont de saison en hiver ?")
+    page.locator("#chatbot").get_by_text("English original").wait_for(timeout=180_000)
+    settled_text(page, bots(page).last, quiet_ms=4000)
+    page.locator("#chatbot").get_by_text("English original").click()  # open the fold
+    page.locator("#chatbot").get_by_text("You:").wait_for(timeout=10_000)
+    french = bots(page).last.inner_text().split("English original")[0]
+    assert lingua.detect(english) == "en" and lingua.detect(french) == "fr", (english, french)
+    page.screenshot(path=os.environ.get("SCREENSHOT_TO") or str(tmp_path / "page.png"))
+    page.close()
