@@ -88,6 +88,32 @@ def test_a_halt_ends_a_waiting_stream_at_once_and_closes_it():
     assert seen == ["Bon"] and keep and closed.is_set()
 
 
+def test_cancelling_the_turn_itself_also_closes_the_stream():
+    """The tab closes mid-turn: Gradio cancels the turn while a read is pending."""
+    closed = asyncio.Event()
+
+    async def stream():
+        try:
+            yield {"type": "delta", "text": "Bon"}
+            await asyncio.sleep(3600)
+            yield {"type": "delta", "text": "jour"}
+        finally:
+            closed.set()
+
+    async def consume():
+        async for _ in until_halted(stream(), Halt()):
+            pass
+
+    async def scenario():
+        turn = asyncio.create_task(consume())
+        await asyncio.sleep(0.05)
+        turn.cancel()
+        await asyncio.gather(turn, return_exceptions=True)
+        return closed.is_set()
+
+    assert asyncio.run(asyncio.wait_for(scenario(), timeout=5))
+
+
 def test_an_unhalted_stream_is_passed_through_whole():
     async def stream():
         for text in ["a", "b", "c"]:

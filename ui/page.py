@@ -128,21 +128,25 @@ async def until_halted(
     Closing the stream closes its WebSocket, which cancels the request in the router.
     """
     halted = asyncio.ensure_future(halt.requested.wait())
+    step: asyncio.Future | None = None
     try:
         while True:
             step = asyncio.ensure_future(anext(stream))
             await asyncio.wait({step, halted}, return_when=asyncio.FIRST_COMPLETED)
             if not step.done():
-                step.cancel()
-                await asyncio.wait({step})
-                return
+                return  # halted: the finally below ends the pending read
             try:
                 event = step.result()
             except StopAsyncIteration:
                 return
             yield event
     finally:
+        # Also when this turn itself is cancelled (the tab closed): end the pending read first,
+        # since a stream cannot be closed while a read is running in it.
         halted.cancel()
+        if step is not None and not step.done():
+            step.cancel()
+            await asyncio.wait({step})
         await stream.aclose()
 
 
