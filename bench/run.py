@@ -231,8 +231,8 @@ async def french(base_url: str, args: argparse.Namespace) -> dict[str, Any]:
         started = time.perf_counter()
         await detector.detect.remote(prompt)
         message_en = await fr_en.translate.remote(prompt)
-        english = [piece async for piece in chat.stream.remote([], message_en)][1:]
-        reply_en = "".join(english).strip()
+        english = [piece async for piece in chat.stream.remote([], message_en)]
+        reply_en = "".join(piece for piece in english if isinstance(piece, str)).strip()
         await en_fr.translate.remote(reply_en)
         after = time.perf_counter() - started
         done = events[-1]
