@@ -49,13 +49,14 @@ class DeploymentSettings(_Strict):
     health_check_timeout_s: float = Field(30, gt=0, description="Seconds before a check fails.")
     ray_actor_options: ActorOptions = Field(default_factory=ActorOptions)
 
-    def serve_options(self, gpu_available: bool, name: str) -> dict[str, Any]:
+    def serve_options(self, gpu_available: bool, name: str, warn: bool = True) -> dict[str, Any]:
         """Keyword arguments for ``Deployment.options``; GPU requests drop to CPU without a GPU."""
         actor = self.ray_actor_options.model_dump(exclude_none=True)
         if actor["num_gpus"] and not gpu_available:
-            logger.warning(
-                "%s asks for %s GPU but none exists: running on CPU.", name, actor["num_gpus"]
-            )
+            if warn:
+                logger.warning(
+                    "%s asks for %s GPU but none exists: running on CPU.", name, actor["num_gpus"]
+                )
             actor["num_gpus"] = 0
         options: dict[str, Any] = {
             "max_ongoing_requests": self.max_ongoing_requests,
@@ -90,6 +91,21 @@ class GenerationSettings(_Strict):
         if self.do_sample:
             kwargs.update(temperature=self.temperature, top_p=self.top_p)
         return kwargs
+
+
+class BatchSettings(_Strict):
+    """Dynamic batching (``@serve.batch``): concurrent requests share one ``generate``."""
+
+    max_batch_size: int = Field(
+        8, ge=1, description="Most requests in one generate; 1 turns batching off."
+    )
+    batch_wait_timeout_s: float = Field(
+        0.02, ge=0, description="How long a batch waits for more requests before it starts."
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_batch_size > 1
 
 
 class ModelSpec(_Strict):
@@ -134,6 +150,7 @@ class TranslatorSettings(_Strict):
     generation: GenerationSettings = Field(
         default_factory=lambda: GenerationSettings(max_new_tokens=96)
     )
+    batching: BatchSettings = Field(default_factory=BatchSettings)
     deployment: DeploymentSettings = Field(default_factory=DeploymentSettings)
 
 
@@ -144,6 +161,7 @@ class ChatSettings(_Strict):
         "</s><s>", description="Joins history turns for seq2seq chat models (Blenderbot's)."
     )
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
+    batching: BatchSettings = Field(default_factory=BatchSettings)
     deployment: DeploymentSettings = Field(default_factory=DeploymentSettings)
 
 

@@ -19,19 +19,53 @@ from transformers import AsyncTextIteratorStreamer, StoppingCriteria, StoppingCr
 from serving.weights import LoadedModel
 
 
+class IncrementalDecoder:
+    """Text of a growing token sequence, handed over as soon as it decodes to whole characters.
+
+    Decodes a window of the last few tokens (the incremental detokenisation of vLLM and TGI):
+    the text comes out exactly as a whole decode would give it, at a constant cost per token.
+    """
+
+    def __init__(self, tokenizer, skip_special_tokens: bool = True) -> None:
+        self.tokenizer = tokenizer
+        self.skip_special_tokens = skip_special_tokens
+        self.tokens: list[int] = []
+        self.prefix_offset = 0  # decoding context starts here
+        self.read_offset = 0  # text of the tokens before this one was already handed over
+
+    def _decode(self, tokens: list[int]) -> str:
+        return self.tokenizer.decode(tokens, skip_special_tokens=self.skip_special_tokens)
+
+    def _hand_over(self, final: bool) -> str:
+        seen = self._decode(self.tokens[self.prefix_offset : self.read_offset])
+        text = self._decode(self.tokens[self.prefix_offset :])
+        # U+FFFD at the end: a character split across tokens; wait for the rest of its bytes.
+        if len(text) > len(seen) and (final or not text.endswith("\ufffd")):
+            self.prefix_offset, self.read_offset = self.read_offset, len(self.tokens)
+            return text[len(seen) :]
+        return ""
+
+    def push(self, token: int) -> str:
+        """The new text that ``token`` completes (often one word piece, sometimes nothing)."""
+        self.tokens.append(token)
+        return self._hand_over(final=False)
+
+    def flush(self) -> str:
+        """Whatever is still held back (a character cut short at the very end)."""
+        return self._hand_over(final=True) if self.tokens else ""
+
+
 class TokenStreamer(AsyncTextIteratorStreamer):
     """Hands over new text at every generated token, as soon as it decodes to whole characters.
 
     transformers' streamers hold symbols back until the next space and decode all the text so
-    far at every step. This one decodes a window of the last few tokens (the incremental
-    detokenisation of vLLM and TGI): the text still comes out exactly as a whole decode would
-    give it, but token by token and at a constant cost per token.
+    far at every step; this one uses an ``IncrementalDecoder``.
     """
 
     def __init__(self, tokenizer, **decode_kwargs) -> None:
         super().__init__(tokenizer, skip_prompt=True, **decode_kwargs)
-        self.prefix_offset = 0  # decoding context starts here
-        self.read_offset = 0  # text of the tokens before this one was already handed over
+        skip = decode_kwargs.get("skip_special_tokens", False)
+        self.decoder = IncrementalDecoder(tokenizer, skip_special_tokens=skip)
         self.generated = 0  # tokens generated so far (the usage a client is told)
 
     def put(self, value: torch.Tensor) -> None:
@@ -40,24 +74,15 @@ class TokenStreamer(AsyncTextIteratorStreamer):
         if self.next_tokens_are_prompt:
             self.next_tokens_are_prompt = False
             return
-        self.token_cache.extend(value.tolist())
-        self.generated += value.numel()
-        self._hand_over(final=False)
-
-    def _hand_over(self, final: bool) -> None:
-        tokens = self.token_cache
-        seen = self.tokenizer.decode(
-            tokens[self.prefix_offset : self.read_offset], **self.decode_kwargs
-        )
-        text = self.tokenizer.decode(tokens[self.prefix_offset :], **self.decode_kwargs)
-        # U+FFFD at the end: a character split across tokens; wait for the rest of its bytes.
-        if len(text) > len(seen) and (final or not text.endswith("\ufffd")):
-            self.on_finalized_text(text[len(seen) :])
-            self.prefix_offset, self.read_offset = self.read_offset, len(tokens)
+        for token in value.tolist():
+            self.generated += 1
+            if text := self.decoder.push(token):
+                self.on_finalized_text(text)
 
     def end(self) -> None:
-        self._hand_over(final=True)
-        self.token_cache, self.prefix_offset, self.read_offset = [], 0, 0
+        if text := self.decoder.flush():
+            self.on_finalized_text(text)
+        self.decoder = IncrementalDecoder(self.tokenizer, self.decoder.skip_special_tokens)
         self.next_tokens_are_prompt = True
         self.on_finalized_text("", stream_end=True)
 

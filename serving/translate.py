@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator, Callable
 
 import torch
+from ray import serve
 
+from serving.batching import batched_pieces, in_serve_replica, stream_batch
 from serving.config import ModelSpec, TranslatorSettings
 from serving.errors import GenerationError
 from serving.sentences import separator_after, split_sentences
-from serving.streaming import GenerationStats, stream_generate
+from serving.streaming import GenerationStats, Usage, stream_generate
 from serving.weights import LoadedModel, load
 
 # A list marker or heading at the start of a sentence: kept as is, not sent to the model.
@@ -32,6 +35,10 @@ class Translator:
         self.settings = settings
         self.lm = loader(settings.model)
         self.stats = GenerationStats()
+        self.generate_kwargs = settings.generation.generate_kwargs()
+        self.batching = settings.batching.enabled and in_serve_replica()
+        self._generate_batch.set_max_batch_size(settings.batching.max_batch_size)
+        self._generate_batch.set_batch_wait_timeout_s(settings.batching.batch_wait_timeout_s)
 
     def _inputs(self, sentence: str) -> dict[str, torch.Tensor]:
         prompt = self.settings.prompt
@@ -64,13 +71,16 @@ class Translator:
         kwargs["max_new_tokens"] = min(kwargs["max_new_tokens"], 2 * source_tokens + 16)
         kwargs["min_new_tokens"] = min(kwargs["min_new_tokens"], kwargs["max_new_tokens"])
         started = False
-        async for piece in stream_generate(
-            self.lm,
-            inputs,
-            kwargs,
-            stop_at_newline=not self.lm.is_encoder_decoder,
-            stats=self.stats,
-        ):
+        newline = not self.lm.is_encoder_decoder
+        if self.batching:
+            pieces = batched_pieces(
+                self._generate_batch, inputs, kwargs["max_new_tokens"], Usage(), newline
+            )
+        else:
+            pieces = stream_generate(
+                self.lm, inputs, kwargs, stop_at_newline=newline, stats=self.stats
+            )
+        async for piece in pieces:
             if not self.lm.is_encoder_decoder:
                 if "\n" in piece:  # the few-shot answer ends at its line
                     piece = piece.split("\n", 1)[0]
@@ -100,6 +110,16 @@ class Translator:
 
     async def translate(self, text: str) -> str:
         return "".join([piece async for piece in self.stream(text)]).strip()
+
+    # Sentences of concurrent replies share one generate (see serving.batching).
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02, max_concurrent_batches=2)
+    async def _generate_batch(self, jobs: list) -> AsyncIterator[list]:
+        async for step in stream_batch(self.lm, jobs, self.generate_kwargs, self.stats):
+            yield step
+
+    async def check_health(self) -> None:
+        """Serve replaces this replica when its translator no longer gives usable output."""
+        await asyncio.to_thread(self.lm.probe)
 
     def activity(self) -> dict[str, int]:
         """Translations running now and decoding steps so far."""

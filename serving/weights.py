@@ -66,6 +66,25 @@ class LoadedModel:
         limit = getattr(self.tokenizer, "model_max_length", None)
         return limit if isinstance(limit, int) and limit < 1_000_000 else 2048
 
+    def probe(self) -> None:
+        """One forward pass on a fixed input; raises when the model gives no usable output.
+
+        Serve's health check calls this: a replica whose weights or device went bad (NaNs, a
+        lost GPU) fails it and is replaced. A few milliseconds for the small models here.
+        """
+        inputs = self.tokenizer("Hello", return_tensors="pt").to(self.device)
+        kwargs: dict[str, Any] = {}
+        if self.is_encoder_decoder:
+            start = self.model.config.decoder_start_token_id or 0
+            kwargs["decoder_input_ids"] = torch.tensor([[start]], device=self.device)
+        try:
+            with torch.inference_mode():
+                logits = self.model(**inputs, **kwargs).logits
+        except RuntimeError as exc:
+            raise ModelUnavailableError(f"The model fails a forward pass: {exc}") from exc
+        if not torch.isfinite(logits).all():
+            raise ModelUnavailableError("The model's output is not finite (NaN or inf).")
+
 
 def locate(spec: ModelSpec) -> Located:
     """Resolve a spec to something ``from_pretrained`` takes, or say how to get it."""

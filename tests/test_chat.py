@@ -95,3 +95,17 @@ def test_seq2seq_long_input_is_cut_to_its_positions_not_an_index_error(tiny_seq2
     inputs, info = model.build_inputs(long_history, "The weather is nice. " * 40)
     assert info.history_dropped == len(long_history) and info.message_truncated
     assert inputs["input_ids"].shape[1] <= model.lm.context_limit
+
+
+def test_health_check_fails_once_the_weights_go_bad(tiny_causal: Path):
+    import torch
+
+    from serving.errors import ModelUnavailableError
+
+    model = chat_model(tiny_causal)
+    asyncio.run(model.check_health())
+    with torch.no_grad():
+        for parameter in model.lm.model.parameters():
+            parameter.fill_(float("nan"))
+    with pytest.raises(ModelUnavailableError, match="not finite"):
+        asyncio.run(model.check_health())

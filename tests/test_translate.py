@@ -40,3 +40,17 @@ def test_causal_translation_streams_one_line_per_sentence(tiny_causal: Path):
     assert " " in out  # the separator between the two translated sentences
     assert all("\n" not in piece for piece in out)
     assert "".join(out).strip()
+
+
+def test_health_check_fails_once_the_weights_go_bad(tiny_seq2seq: Path):
+    import pytest
+    import torch
+
+    from serving.errors import ModelUnavailableError
+
+    model = translator(tiny_seq2seq)
+    asyncio.run(model.check_health())  # a healthy encoder-decoder passes
+    with torch.no_grad():
+        next(model.lm.model.parameters()).fill_(float("nan"))
+    with pytest.raises(ModelUnavailableError, match="not finite"):
+        asyncio.run(model.check_health())
