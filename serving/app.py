@@ -15,7 +15,7 @@ from ray import serve
 from ray.serve import Application
 
 from serving.chat import ChatModel
-from serving.config import AppConfig, load_config
+from serving.config import AppConfig, DeploymentSettings, load_config
 from serving.detect import LanguageDetector
 from serving.router import Router
 from serving.translate import Translator
@@ -39,27 +39,36 @@ def gpu_available() -> bool:
     return torch.cuda.is_available()
 
 
+def deployment_settings(config: AppConfig) -> dict[str, dict[str, DeploymentSettings]]:
+    """Each application's deployments and their settings: the graph's one list of names."""
+    return {
+        "ui": {"ChatUI": config.ui.deployment},
+        "api": {
+            "LanguageDetector": config.detector.deployment,
+            "TranslatorFrEn": config.translate_fr_en.deployment,
+            "TranslatorEnFr": config.translate_en_fr.deployment,
+            "ChatModel": config.chat.deployment,
+            "Router": config.router.deployment,
+        },
+    }
+
+
 def build_api(config: AppConfig) -> Application:
     gpu = gpu_available()
+    settings = deployment_settings(config)["api"]
 
-    def deployment(cls: type, name: str, settings):
-        return serve.deployment(cls, name=name).options(**settings.serve_options(gpu, name))
+    def deployment(cls: type, name: str):
+        return serve.deployment(cls, name=name).options(**settings[name].serve_options(gpu, name))
 
-    detector = deployment(LanguageDetector, "LanguageDetector", config.detector.deployment).bind()
-    fr_en = deployment(Translator, "TranslatorFrEn", config.translate_fr_en.deployment).bind(
-        config.translate_fr_en
-    )
-    en_fr = deployment(Translator, "TranslatorEnFr", config.translate_en_fr.deployment).bind(
-        config.translate_en_fr
-    )
-    chat = deployment(ChatModel, "ChatModel", config.chat.deployment).bind(config.chat)
-    return deployment(Router, "Router", config.router.deployment).bind(
-        detector, fr_en, en_fr, chat, config.router
-    )
+    detector = deployment(LanguageDetector, "LanguageDetector").bind()
+    fr_en = deployment(Translator, "TranslatorFrEn").bind(config.translate_fr_en)
+    en_fr = deployment(Translator, "TranslatorEnFr").bind(config.translate_en_fr)
+    chat = deployment(ChatModel, "ChatModel").bind(config.chat)
+    return deployment(Router, "Router").bind(detector, fr_en, en_fr, chat, config.router)
 
 
 def build_ui(config: AppConfig) -> Application:
-    options = config.ui.deployment.serve_options(False, "ChatUI")
+    options = deployment_settings(config)["ui"]["ChatUI"].serve_options(False, "ChatUI")
     return (
         serve.deployment(ChatUI, name="ChatUI").options(**options).bind(config.ui, config.api_url)
     )

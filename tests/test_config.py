@@ -68,7 +68,9 @@ def test_serve_config_builders_take_the_yaml_args():
 
     from serving.app import _config
 
-    serve_yaml = yaml.safe_load((Path(__file__).parent.parent / "serve_config.yaml").read_text())
+    serve_yaml = yaml.safe_load(
+        (Path(__file__).parent.parent / "deploy" / "serve" / "offline-cpu.yaml").read_text()
+    )
     for application in serve_yaml["applications"]:
         config = _config(application["args"])
         assert config.profile == "offline"
