@@ -10,6 +10,7 @@ import websockets
 from ray import serve
 
 from tests.conftest import LONG_REPLY_TOKENS
+from tests.replicas import ask, replica_names
 from tests.ws import ws_turn
 
 
@@ -212,3 +213,145 @@ def test_long_history_is_trimmed_and_the_client_is_told(tiny_app: str):
     dropped = start["history_dropped"]
     assert 0 < dropped < 24 and dropped % 2 == 0, start
     assert done["history_dropped"] == dropped
+
+
+def test_the_api_upgrades_in_place_while_a_conversation_goes_on_in_the_page(
+    serve_instance: int, tiny_causal, tiny_seq2seq
+):
+    """Two applications: the API gets a new config; the page's replica and session live on."""
+    from gradio_client import Client
+
+    from bench.run import wait_healthy
+    from serving.app import build_api, build_ui
+    from tests.tiny_models import tiny_config
+
+    base = f"http://127.0.0.1:{serve_instance}/upgrade"
+    ui = {"api_url": f"ws://127.0.0.1:{serve_instance}/upgrade/api/chat"}
+
+    def config(model_name: str):
+        extra = {"ui": ui, "router": {"model_name": model_name}}
+        return tiny_config(tiny_causal, tiny_seq2seq, serve_instance, extra=extra)
+
+    def page_replicas() -> set[str]:
+        return replica_names("upgrade-ui", "ChatUI")
+
+    def served_model() -> str:
+        return httpx.get(f"{base}/api/v1/models", timeout=10).json()["data"][0]["id"]
+
+    serve.run(build_ui(config("v1")), name="upgrade-ui", route_prefix="/upgrade")
+    serve.run(build_api(config("v1")), name="upgrade-api", route_prefix="/upgrade/api")
+    try:
+        wait_healthy(base, timeout=120)
+        page_before = page_replicas()
+        client = Client(base + "/", verbose=False)
+        _, turns, _, _ = client.predict("Hello there", [], api_name="/chat")
+        assert served_model() == "v1" and len(turns) == 1
+
+        in_flight = client.submit("How are you today?", turns, api_name="/chat")
+        serve.run(build_api(config("v2")), name="upgrade-api", route_prefix="/upgrade/api")
+        _, turns, _, _ = in_flight.result(timeout=120)  # the turn begun before the upgrade
+        assert len(turns) == 2 and turns[-1]["assistant"].strip()
+        _, turns, _, _ = client.predict("And tomorrow?", turns, api_name="/chat")
+        assert len(turns) == 3 and turns[-1]["assistant"].strip()
+        assert served_model() == "v2"  # the new config is live...
+        assert page_replicas() == page_before  # ...and the page was not restarted
+    finally:
+        serve.delete("upgrade-api")
+        serve.delete("upgrade-ui")
+
+
+def test_a_replica_whose_model_goes_bad_is_replaced(serve_instance: int, tiny_causal):
+    """check_health fails on NaN weights; Serve replaces the replica, which answers again."""
+    import torch
+
+    from serving.chat import ChatModel
+    from serving.config import ChatSettings, GenerationSettings, ModelSpec
+
+    class BreakableChatModel(ChatModel):  # defined here: pickled by value to the replica
+        def break_weights(self) -> None:
+            with torch.no_grad():
+                for parameter in self.lm.model.parameters():
+                    parameter.fill_(float("nan"))
+
+    settings = ChatSettings(
+        model=ModelSpec(source=str(tiny_causal), threads=1),
+        generation=GenerationSettings(max_new_tokens=8),
+    )
+    deployment = serve.deployment(
+        BreakableChatModel,
+        name="ChatModel",
+        health_check_period_s=1,
+        health_check_timeout_s=10,
+        ray_actor_options={"num_cpus": 0.1},
+    )
+    handle = serve.run(deployment.bind(settings), name="health", route_prefix=None)
+
+    def replicas() -> set[str]:
+        return replica_names("health", "ChatModel")
+
+    try:
+        first = replicas()
+        assert len(first) == 1
+        handle.break_weights.remote().result()
+        deadline = time.monotonic() + 90
+        while (first & replicas() or not replicas()) and time.monotonic() < deadline:
+            time.sleep(1)
+        assert replicas() and not (replicas() & first), "the broken replica was not replaced"
+        stream = handle.options(stream=True).stream.remote([], "Hello")
+        pieces = [item for item in stream if isinstance(item, str)]
+        assert "".join(pieces).strip()  # the new replica answers
+    finally:
+        serve.delete("health")
+
+
+def test_a_deployment_gets_its_own_runtime_env_from_config(tiny_app: str):
+    """ray_actor_options.runtime_env reaches that deployment's replicas and no other."""
+    from serving.config import DeploymentSettings
+    from serving.detect import LanguageDetector
+
+    settings = DeploymentSettings.model_validate(
+        {
+            "ray_actor_options": {
+                "num_cpus": 0.1,
+                "runtime_env": {"env_vars": {"POLYGLOT_RUNTIME_ENV": "detector-only"}},
+            }
+        }
+    )
+    options = settings.serve_options(False, "LanguageDetector")
+    deployment = serve.deployment(LanguageDetector, name="LanguageDetector").options(**options)
+    handle = serve.run(deployment.bind(), name="renv", route_prefix=None)
+
+    def environment(app: str) -> str | None:
+        (name,) = replica_names(app, "LanguageDetector")
+        return ask(name, lambda: __import__("os").environ.get("POLYGLOT_RUNTIME_ENV"))
+
+    try:
+        assert handle.detect.remote("Bonjour tout le monde !").result() == "fr"
+        assert environment("renv") == "detector-only"
+        assert environment("api") is None  # the other app's detector has its own environment
+    finally:
+        serve.delete("renv")
+
+
+def test_concurrent_replies_share_one_generate_in_the_replica(tiny_app: str):
+    """@serve.batch in the ChatModel replica: six replies at once take far fewer decoding steps
+    than six one after the other, and each still streams its own text."""
+    chat = serve.get_deployment_handle("ChatModel", app_name="api").options(stream=True)
+    plain = serve.get_deployment_handle("ChatModel", app_name="api")
+    prompts = [
+        f"Tell me something about {topic}."
+        for topic in ["cats", "rain", "maps", "tea", "snow", "bees"]
+    ]
+
+    async def reply(prompt: str) -> list:
+        return [item async for item in chat.stream.remote([], prompt)]
+
+    async def together() -> list:
+        return await asyncio.gather(*(reply(prompt) for prompt in prompts))
+
+    before = plain.activity.remote().result()["steps"]
+    replies = asyncio.run(together())
+    steps = plain.activity.remote().result()["steps"] - before
+    tokens = [items[-1].completion_tokens for items in replies]
+    assert all("".join(items[1:-1]).strip() for items in replies)
+    assert steps < sum(tokens) / 2, f"{steps} decoding steps for {tokens} tokens: not batched"

@@ -1,0 +1,73 @@
+"""Run by tests/test_cluster.py in its own process: a two-node Ray cluster on this machine.
+
+Only the second node offers the custom resource ``translator_node``; the config asks for it on
+the en->fr translator. Prints where every replica landed, as JSON, and one French turn.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+from pathlib import Path
+
+import httpx
+import ray
+from ray import serve
+from ray.cluster_utils import Cluster
+
+from bench.run import wait_healthy
+from serving.app import build_api
+from tests.replicas import ask, replica_names
+from tests.tiny_models import tiny_config
+
+DEPLOYMENTS = ("LanguageDetector", "TranslatorFrEn", "TranslatorEnFr", "ChatModel", "Router")
+
+
+def main(causal: str, seq2seq: str) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    cluster = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False}
+    )
+    worker = cluster.add_node(num_cpus=2, resources={"translator_node": 1})
+    try:
+        ray.init(address=cluster.address, logging_level="ERROR")
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        placed = {"ray_actor_options": {"num_cpus": 0.1, "resources": {"translator_node": 0.5}}}
+        config = tiny_config(
+            Path(causal), Path(seq2seq), port, extra={"translate_en_fr": {"deployment": placed}}
+        )
+        serve.run(build_api(config), name="api", route_prefix="/api")
+        wait_healthy(f"http://127.0.0.1:{port}", timeout=180)
+        turn = httpx.post(
+            f"http://127.0.0.1:{port}/api/chat",
+            json={"message": "Bonjour, comment allez-vous ?"},
+            timeout=60,
+        ).json()
+        replicas = {
+            deployment: ask(name, lambda: ray.get_runtime_context().get_node_id())
+            for deployment in DEPLOYMENTS
+            for name in replica_names("api", deployment)
+        }
+        print(
+            "RESULT "
+            + json.dumps(
+                {
+                    "head": cluster.head_node.node_id,
+                    "worker": worker.node_id,
+                    "replicas": replicas,
+                    "language": turn.get("language"),
+                    "reply": turn.get("reply"),
+                }
+            )
+        )
+        serve.shutdown()
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:3])
