@@ -32,18 +32,23 @@ def write_markdown(results: dict[str, Any], path: Path) -> str:
         )
     lines += [
         "",
-        "| concurrent conversations | aggregate tokens/s | × one | TTFT p50 | TTFT p95 | "
-        "total p50 | total p95 | busy errors |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| concurrent conversations | batching | aggregate tokens/s | × one | × batching off | "
+        "TTFT p50 | TTFT p95 | total p50 | total p95 | errors |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for level, row in results["concurrency"].items():
-        lines.append(
-            f"| {level} | {row['aggregate_tokens_per_s']:.1f} | ×{row['gain_over_one']:.2f} | "
-            f"{row.get('ttft_p50_ms', float('nan')):.0f} ms | "
-            f"{row.get('ttft_p95_ms', float('nan')):.0f} ms | "
-            f"{row.get('total_p50_s', float('nan')):.1f} s | "
-            f"{row.get('total_p95_s', float('nan')):.1f} s | {row['errors']} |"
-        )
+    sweeps = [("on", results["concurrency"]), ("off", results["concurrency_no_batching"])]
+    for level in results["concurrency"]:
+        for mode, sweep in sweeps:
+            row = sweep[level]
+            gain = f"×{row['batching_gain']:.2f}" if "batching_gain" in row else ""
+            lines.append(
+                f"| {level} | {mode} | {row['aggregate_tokens_per_s']:.1f} | "
+                f"×{row['gain_over_one']:.2f} | {gain} | "
+                f"{row.get('ttft_p50_ms', float('nan')):.0f} ms | "
+                f"{row.get('ttft_p95_ms', float('nan')):.0f} ms | "
+                f"{row.get('total_p50_s', float('nan')):.1f} s | "
+                f"{row.get('total_p95_s', float('nan')):.1f} s | {row['errors']} |"
+            )
     lines += [
         "",
         "| French prompt | English sentences | first French text, streaming | first text, "
@@ -76,20 +81,26 @@ def write_plot(results: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = list(results["concurrency"].values())
-    levels = [row["concurrency"] for row in rows]
     figure, (latency, throughput) = plt.subplots(1, 2, figsize=(10, 4))
-    for key, label in [
-        ("ttft_p50_ms", "first token p50"),
-        ("ttft_p95_ms", "first token p95"),
-    ]:
-        latency.plot(levels, [row.get(key, float("nan")) / 1000 for row in rows], "o-", label=label)
-    for key, label in [("total_p50_s", "reply p50"), ("total_p95_s", "reply p95")]:
-        latency.plot(levels, [row.get(key, float("nan")) for row in rows], "s--", label=label)
+    sweeps = [
+        ("batching", results["concurrency"]),
+        ("no batching", results["concurrency_no_batching"]),
+    ]
+    for mode, sweep in sweeps:
+        rows = list(sweep.values())
+        levels = [row["concurrency"] for row in rows]
+        style = "-" if mode == "batching" else ":"
+        for key, label in [("ttft_p50_ms", "first token p50"), ("total_p50_s", "reply p50")]:
+            scale = 1000 if key.endswith("_ms") else 1
+            values = [row.get(key, float("nan")) / scale for row in rows]
+            latency.plot(levels, values, "o" + style, label=f"{label}, {mode}")
+        throughput.plot(
+            levels, [row["aggregate_tokens_per_s"] for row in rows], "o" + style, label=mode
+        )
     latency.set(xlabel="concurrent conversations", ylabel="seconds", title="Latency (WebSocket)")
     latency.set_xscale("log", base=2)
-    latency.legend()
-    throughput.plot(levels, [row["aggregate_tokens_per_s"] for row in rows], "o-")
+    latency.legend(fontsize=8)
+    throughput.legend()
     throughput.set(
         xlabel="concurrent conversations", ylabel="tokens/s", title="Aggregate throughput"
     )

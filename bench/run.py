@@ -119,6 +119,25 @@ def deploy(config: AppConfig, base_url: str) -> float:
     return time.perf_counter() - started
 
 
+def without_batching(config: AppConfig) -> AppConfig:
+    """The same config with every model generating alone (max_batch_size 1)."""
+    off = {"batching": {"max_batch_size": 1}}
+    data = config.model_dump()
+    for role in ("chat", "translate_fr_en", "translate_en_fr"):
+        data[role].update(off)
+    return AppConfig.model_validate(data)
+
+
+def redeploy_api(config: AppConfig, base_url: str) -> None:
+    """The API application upgraded in place (the page stays as it is)."""
+    from ray import serve
+
+    from serving.app import build_api
+
+    serve.run(build_api(config), name="api", route_prefix="/api")
+    wait_healthy(base_url)
+
+
 def app_memory_mib() -> dict[str, float]:
     """Proportional set size of every process of the local Ray cluster (the whole app)."""
     import psutil
@@ -291,6 +310,12 @@ def main(argv: list[str] | None = None) -> int:
         results["memory"] = app_memory_mib()
         results["concurrency"] = asyncio.run(concurrency(base_url, args))
         results["french"] = asyncio.run(french(base_url, args))
+        print("  the same sweep with batching off:", flush=True)
+        redeploy_api(without_batching(config), base_url)
+        results["concurrency_no_batching"] = asyncio.run(concurrency(base_url, args))
+        for level, row in results["concurrency"].items():
+            off = results["concurrency_no_batching"][level]["aggregate_tokens_per_s"]
+            row["batching_gain"] = row["aggregate_tokens_per_s"] / off
     finally:
         serve.shutdown()
         ray.shutdown()

@@ -150,7 +150,7 @@ class ChatModel:
 
     # max_concurrent_batches=2: a request that arrives while a batch runs starts the next batch
     # at once instead of waiting for the whole first batch to end.
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02, max_concurrent_batches=2)
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005, max_concurrent_batches=2)
     async def _generate_batch(self, jobs: list) -> AsyncIterator[list]:
         """Concurrent requests, one ``generate`` (sizes set from config in ``__init__``)."""
         async for step in stream_batch(self.lm, jobs, self.generate_kwargs, self.stats):

@@ -112,7 +112,7 @@ class Translator:
         return "".join([piece async for piece in self.stream(text)]).strip()
 
     # Sentences of concurrent replies share one generate (see serving.batching).
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02, max_concurrent_batches=2)
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005, max_concurrent_batches=2)
     async def _generate_batch(self, jobs: list) -> AsyncIterator[list]:
         async for step in stream_batch(self.lm, jobs, self.generate_kwargs, self.stats):
             yield step

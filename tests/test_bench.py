@@ -21,8 +21,10 @@ def test_bench_runs_on_tiny_models_and_writes_its_results(tmp_path: Path):
     assert set(results["layers"]) == {"direct", "handle", "websocket", "gradio"}
     for row in results["layers"].values():
         assert row["requests"] == 2 and row["ttft_p50_ms"] > 0 and row["tokens_per_s"] > 0
-    assert [row["concurrency"] for row in results["concurrency"].values()] == [1, 4]
-    assert all(row["errors"] == 0 for row in results["concurrency"].values())
+    for sweep in (results["concurrency"], results["concurrency_no_batching"]):
+        assert [row["concurrency"] for row in sweep.values()] == [1, 4]
+        assert all(row["errors"] == 0 for row in sweep.values())
+    assert results["concurrency"]["4"]["batching_gain"] > 0
     french = results["french"]["prompts"][0]
     assert french["streaming_first_text_s"] > 0 and french["translate_after_reply_first_text_s"] > 0
     assert results["startup"]["cached_deploy_to_healthy_s"] > 0
