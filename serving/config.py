@@ -100,7 +100,7 @@ class BatchSettings(_Strict):
         8, ge=1, description="Most requests in one generate; 1 turns batching off."
     )
     batch_wait_timeout_s: float = Field(
-        0.02, ge=0, description="How long a batch waits for more requests before it starts."
+        0.005, ge=0, description="How long a batch waits for more requests before it starts."
     )
 
     @property
@@ -174,11 +174,21 @@ class DetectorSettings(_Strict):
 
 
 class RouterSettings(_Strict):
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Browser origins (https://example.com) allowed to open the chat WebSocket besides "
+            "the service's own; '*' allows any. Clients that send no Origin are not browsers."
+        ),
+    )
     model_name: str = Field(
         "polyglot-chat", description="The model id of the OpenAI-compatible API (/api/v1)."
     )
     max_message_chars: int = Field(4000, ge=1, description="Longest accepted user message.")
     max_history_turns: int = Field(200, ge=0, description="Most history entries accepted.")
+    max_request_bytes: int = Field(
+        512_000, ge=1024, description="Largest request (a WebSocket frame or an HTTP body)."
+    )
     max_sentence_chars: int = Field(
         300,
         ge=20,

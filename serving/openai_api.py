@@ -54,11 +54,15 @@ class CompletionRequest(BaseModel):
     tools: list[Any] | None = None
 
 
-def parse_completion_request(raw: bytes | str, model_id: str) -> CompletionRequest:
+def parse_completion_request(
+    raw: bytes | str, model_id: str, max_bytes: int = 512_000
+) -> CompletionRequest:
     """Validate a request or raise an error that names what to fix."""
+    if (size := len(raw.encode() if isinstance(raw, str) else raw)) > max_bytes:
+        raise InvalidRequestError(f"The request has {size} bytes; the limit is {max_bytes}.")
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise InvalidRequestError("The request body must be a JSON object.") from None
     if not isinstance(data, dict):
         raise InvalidRequestError("The request body must be a JSON object.")

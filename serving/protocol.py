@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -56,12 +57,28 @@ def _first_problem(error: ValidationError) -> str:
     return f"'{where}' is not valid: {item['msg']}."
 
 
+# C0 and C1 control characters, DEL included, but not tab and newline (text layout).
+# Format characters (zero-width joiners in emoji, bidi marks in Arabic or Hebrew) are kept.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def clean_text(text: str) -> str:
+    """What the models may see: line ends made plain, control characters removed."""
+    return _CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+
+
 def parse_request(raw: str | bytes | dict[str, Any], settings: RouterSettings) -> ChatRequest:
     """Validate a client's request or raise ``InvalidRequestError`` naming what to fix."""
     if not isinstance(raw, dict):
+        size = len(raw.encode() if isinstance(raw, str) else raw)
+        if size > settings.max_request_bytes:
+            raise InvalidRequestError(
+                f"The request has {size} bytes; the limit is {settings.max_request_bytes}. "
+                "Send a shorter message or history."
+            )
         try:
             raw = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise InvalidRequestError(
                 'Send one JSON object per turn: {"message": "...", "history": [...]}.'
             ) from None
@@ -71,6 +88,9 @@ def parse_request(raw: str | bytes | dict[str, Any], settings: RouterSettings) -
         request = ChatRequest.model_validate(raw)
     except ValidationError as exc:
         raise InvalidRequestError(_first_problem(exc)) from None
+    request.message = clean_text(request.message)
+    for turn in request.history:
+        turn.content = clean_text(turn.content)
     if not request.message.strip():
         raise InvalidRequestError("The message is empty: type something to send.")
     if len(request.message) > settings.max_message_chars:

@@ -45,6 +45,7 @@ from serving.protocol import (
     parse_request,
     start_event,
 )
+from serving.security import origin_allowed
 from serving.sentences import SentenceBuffer, separator_after
 
 
@@ -251,6 +252,11 @@ class Router:
         A reader task watches the socket while a turn streams: if the client leaves mid-reply,
         the turn is cancelled at once and the models stop, instead of writing to nobody.
         """
+        origin, host = websocket.headers.get("origin"), websocket.headers.get("host")
+        if not origin_allowed(origin, host, self.settings.allowed_origins):
+            logger.warning("WebSocket from origin %s refused (router.allowed_origins)", origin)
+            await websocket.close(code=1008)  # before accept: the handshake gets HTTP 403
+            return
         await websocket.accept()
         frames: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
 
@@ -324,7 +330,9 @@ class Router:
         """
         completion = Completion(self.settings.model_name)
         try:
-            body = parse_completion_request(await request.body(), self.settings.model_name)
+            body = parse_completion_request(
+                await request.body(), self.settings.model_name, self.settings.max_request_bytes
+            )
             history, message = split_conversation(body)
             turn = parse_request({"message": message, "history": history}, self.settings)
             english = await asyncio.gather(*(self._to_english(t.content) for t in turn.history))

@@ -355,3 +355,18 @@ def test_concurrent_replies_share_one_generate_in_the_replica(tiny_app: str):
     tokens = [items[-1].completion_tokens for items in replies]
     assert all("".join(items[1:-1]).strip() for items in replies)
     assert steps < sum(tokens) / 2, f"{steps} decoding steps for {tokens} tokens: not batched"
+
+
+def test_a_browser_socket_from_another_site_is_refused(tiny_app: str):
+    """Cross-site WebSocket hijacking: a page on another origin may not use the API."""
+    from websockets.exceptions import InvalidStatus
+
+    async def turn(origin: str | None) -> dict:
+        async with websockets.connect(ws_url(tiny_app), origin=origin) as socket:
+            return (await ws_turn(socket, "Hello", []))[-1]
+
+    with pytest.raises(InvalidStatus) as refused:
+        asyncio.run(turn("https://evil.example"))
+    assert refused.value.response.status_code == 403
+    assert asyncio.run(turn(tiny_app))["type"] == "done"  # the service's own origin
+    assert asyncio.run(turn(None))["type"] == "done"  # a program, not a browser

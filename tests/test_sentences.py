@@ -1,3 +1,6 @@
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from serving.sentences import SentenceBuffer, split_sentences
 
 
@@ -42,3 +45,39 @@ def test_a_run_on_without_spaces_is_cut_at_the_limit():
     buffer = SentenceBuffer(max_chars=10)
     assert buffer.feed("x" * 25) == ["x" * 10, "x" * 10]
     assert buffer.flush() == "x" * 5
+
+
+# Property-based: any English-like text, streamed in any pieces.
+TEXT = st.lists(
+    st.sampled_from(list("abcXY 12.,!?…:;\n'\"-") + ["Mr.", "U.S.", "3.5", " J. ", "e.g. "]),
+    max_size=120,
+).map("".join)
+
+
+def _letters(texts) -> str:
+    return "".join("".join(texts).split())
+
+
+@settings(max_examples=400, deadline=None)
+@given(TEXT, st.lists(st.integers(min_value=1, max_value=15), max_size=40))
+def test_streamed_pieces_give_the_same_sentences_as_the_whole_text(text, cuts):
+    buffer, sentences, position = SentenceBuffer(max_chars=10**6), [], 0
+    for size in cuts:
+        sentences += buffer.feed(text[position : position + size])
+        position += size
+    sentences += buffer.feed(text[position:])
+    if rest := buffer.flush():
+        sentences.append(rest)
+    assert [s.strip() for s in sentences] == [s.strip() for s in split_sentences(text)]
+    assert _letters(sentences) == _letters([text])  # nothing lost, nothing added
+
+
+@settings(max_examples=400, deadline=None)
+@given(TEXT, st.integers(min_value=20, max_value=80))
+def test_run_on_text_is_cut_into_short_clauses_and_loses_nothing(text, limit):
+    buffer = SentenceBuffer(max_chars=limit)
+    sentences = buffer.feed(text)
+    assert len(buffer._pending) <= limit  # what still waits is never longer than the limit
+    if rest := buffer.flush():
+        sentences.append(rest)
+    assert _letters(sentences) == _letters([text])
