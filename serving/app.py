@@ -18,6 +18,7 @@ from serving.chat import ChatModel
 from serving.config import AppConfig, DeploymentSettings, load_config
 from serving.detect import LanguageDetector
 from serving.router import Router
+from serving.security import access_token
 from serving.translate import Translator
 from ui.server import ChatUI
 
@@ -64,14 +65,14 @@ def build_api(config: AppConfig) -> Application:
     fr_en = deployment(Translator, "TranslatorFrEn").bind(config.translate_fr_en)
     en_fr = deployment(Translator, "TranslatorEnFr").bind(config.translate_en_fr)
     chat = deployment(ChatModel, "ChatModel").bind(config.chat)
-    return deployment(Router, "Router").bind(detector, fr_en, en_fr, chat, config.router)
+    token = access_token(config)
+    return deployment(Router, "Router").bind(detector, fr_en, en_fr, chat, config.router, token)
 
 
 def build_ui(config: AppConfig) -> Application:
     options = deployment_settings(config)["ui"]["ChatUI"].serve_options(False, "ChatUI")
-    return (
-        serve.deployment(ChatUI, name="ChatUI").options(**options).bind(config.ui, config.api_url)
-    )
+    ui = serve.deployment(ChatUI, name="ChatUI").options(**options)
+    return ui.bind(config.ui, config.api_url, access_token(config))
 
 
 def build_apps(config: AppConfig) -> list[ServeApp]:

@@ -237,15 +237,42 @@ class HttpSettings(_Strict):
     )
 
 
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+class SecuritySettings(_Strict):
+    auth: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description=(
+            "Credentials for the page and the API: 'auto' requires them when http.host is not "
+            "loopback; serving a network without them takes an explicit 'off'."
+        ),
+    )
+    api_token: str | None = Field(
+        None,
+        description=(
+            "The API's bearer token and the page's password; default: made once and kept in "
+            "the cache folder (run.py prints it)."
+        ),
+    )
+
+
 class AppConfig(_Strict):
     profile: str = Field("offline", description="Name of the profile these settings started from.")
     http: HttpSettings = Field(default_factory=HttpSettings)
     ui: UISettings = Field(default_factory=UISettings)
     router: RouterSettings = Field(default_factory=RouterSettings)
     detector: DetectorSettings = Field(default_factory=DetectorSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
     translate_fr_en: TranslatorSettings
     translate_en_fr: TranslatorSettings
     chat: ChatSettings
+
+    @property
+    def auth_required(self) -> bool:
+        if self.security.auth == "auto":
+            return self.http.host not in LOOPBACK
+        return self.security.auth == "on"
 
     @property
     def api_url(self) -> str:

@@ -36,6 +36,13 @@ class ModelNotFoundError(InvalidRequestError):
     http_status = 404
 
 
+class UnauthorizedError(ChatServiceError):
+    """The request lacks the access token the service asks for."""
+
+    code = "unauthorized"
+    http_status = 401
+
+
 class ServiceBusyError(ChatServiceError):
     """Every replica's queue is full; the client should retry shortly."""
 

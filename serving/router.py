@@ -22,7 +22,13 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from serving.config import RouterSettings
-from serving.errors import ChatServiceError, GenerationError, InvalidRequestError, ServiceBusyError
+from serving.errors import (
+    ChatServiceError,
+    GenerationError,
+    InvalidRequestError,
+    ServiceBusyError,
+    UnauthorizedError,
+)
 from serving.metrics import ChatMetrics
 from serving.openai_api import (
     Completion,
@@ -45,7 +51,7 @@ from serving.protocol import (
     parse_request,
     start_event,
 )
-from serving.security import origin_allowed
+from serving.security import bearer, origin_allowed, token_matches
 from serving.sentences import SentenceBuffer, separator_after
 
 
@@ -63,8 +69,20 @@ ENGLISH_CACHE_SIZE = 4096
 api = FastAPI(title="Polyglot chat API", docs_url="/docs", redoc_url=None)
 
 
-def busy_headers(error: ChatServiceError) -> dict[str, str] | None:
-    return {"Retry-After": "5"} if isinstance(error, ServiceBusyError) else None
+def error_headers(error: ChatServiceError) -> dict[str, str] | None:
+    if isinstance(error, ServiceBusyError):
+        return {"Retry-After": "5"}
+    if isinstance(error, UnauthorizedError):
+        return {"WWW-Authenticate": "Bearer"}
+    return None
+
+
+def check_token(presented: str | None, token: str | None) -> None:
+    if not token_matches(presented, token):
+        raise UnauthorizedError(
+            "This service needs its access token: send 'Authorization: Bearer <token>' "
+            "(the token run.py printed, or security.api_token)."
+        )
 
 
 def as_service_error(exc: BaseException) -> ChatServiceError:
@@ -92,12 +110,14 @@ class Router:
         en_fr: DeploymentHandle,
         chat: DeploymentHandle,
         settings: RouterSettings,
+        token: str | None = None,
     ) -> None:
         self.detector = detector
         self.fr_en = fr_en
         self.en_fr = en_fr.options(stream=True)
         self.chat = chat.options(stream=True)
         self.settings = settings
+        self.token = token  # None: no credentials needed (loopback, or security.auth off)
         self.metrics = ChatMetrics()
         self.started = int(time.time())
         self._english: OrderedDict[str, str] = OrderedDict()
@@ -257,6 +277,10 @@ class Router:
             logger.warning("WebSocket from origin %s refused (router.allowed_origins)", origin)
             await websocket.close(code=1008)  # before accept: the handshake gets HTTP 403
             return
+        presented = bearer(websocket.headers.get("authorization"))
+        if not token_matches(presented or websocket.query_params.get("token"), self.token):
+            await websocket.close(code=1008)  # 403: no or wrong access token
+            return
         await websocket.accept()
         frames: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
 
@@ -301,6 +325,7 @@ class Router:
     async def chat_once(self, request: Request) -> JSONResponse:
         """The same turn as one JSON answer: the ``done`` event without ``type``."""
         try:
+            check_token(bearer(request.headers.get("authorization")), self.token)
             turn = parse_request(await request.body(), self.settings)
             async for event in self.run_turn(turn, "http"):
                 if event["type"] == "done":
@@ -313,12 +338,18 @@ class Router:
             return JSONResponse(
                 {"error": {"code": error.code, "message": error.message}},
                 status_code=error.http_status,
-                headers=busy_headers(error),
+                headers=error_headers(error),
             )
 
     @api.get("/v1/models")
-    async def openai_models(self) -> JSONResponse:
+    async def openai_models(self, request: Request) -> JSONResponse:
         """OpenAI-compatible: the one model this service answers as."""
+        try:
+            check_token(bearer(request.headers.get("authorization")), self.token)
+        except UnauthorizedError as error:
+            return JSONResponse(
+                error_body(error), status_code=error.http_status, headers=error_headers(error)
+            )
         return JSONResponse(model_list(self.settings.model_name, self.started))
 
     @api.post("/v1/chat/completions")
@@ -330,6 +361,7 @@ class Router:
         """
         completion = Completion(self.settings.model_name)
         try:
+            check_token(bearer(request.headers.get("authorization")), self.token)
             body = parse_completion_request(
                 await request.body(), self.settings.model_name, self.settings.max_request_bytes
             )
@@ -359,7 +391,7 @@ class Router:
             error = as_service_error(exc)
             self.metrics.error(error.code, "openai")
             return JSONResponse(
-                error_body(error), status_code=status_for(error), headers=busy_headers(error)
+                error_body(error), status_code=status_for(error), headers=error_headers(error)
             )
 
     async def _openai_chunks(

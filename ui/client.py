@@ -24,11 +24,17 @@ class ApiError(ChatServiceError):
 
 
 async def stream_turn(
-    api_url: str, message: str, history_en: list[dict[str, str]]
+    api_url: str, message: str, history_en: list[dict[str, str]], token: str | None = None
 ) -> AsyncIterator[dict[str, Any]]:
-    """Send one turn and yield the API's events until ``done``; raise ``ApiError`` on ``error``."""
+    """Send one turn and yield the API's events until ``done``; raise ``ApiError`` on ``error``.
+
+    ``token``: the API's access token, when it asks for one.
+    """
+    headers = {"Authorization": f"Bearer {token}"} if token else None
     try:
-        async with websockets.connect(api_url, open_timeout=10, max_size=None) as socket:
+        async with websockets.connect(
+            api_url, open_timeout=10, max_size=None, additional_headers=headers
+        ) as socket:
             await socket.send(json.dumps({"message": message, "history": history_en}))
             async for raw in socket:
                 event = json.loads(raw)

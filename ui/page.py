@@ -161,7 +161,10 @@ def _index(data: gr.EventData) -> int:
 
 
 def build_demo(
-    api_url: str, title: str = "Polyglot chat", storage_secret: str | None = None
+    api_url: str,
+    title: str = "Polyglot chat",
+    storage_secret: str | None = None,
+    api_token: str | None = None,
 ) -> gr.Blocks:
     async def run_turn(
         message: str, turns: list[Turn], box_after: Any, running: set[Halt]
@@ -185,7 +188,8 @@ def build_demo(
         running.add(halt)
         try:
             yield shown, turns, box_after, notice_for(turns)
-            events = until_halted(stream_turn(api_url, message, to_history_en(turns)), halt)
+            stream = stream_turn(api_url, message, to_history_en(turns), api_token)
+            events = until_halted(stream, halt)
             async for event in events:
                 if event["type"] == "start":
                     pending.update(

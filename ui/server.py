@@ -2,37 +2,48 @@
 
 from __future__ import annotations
 
-import secrets
-
 import gradio as gr
 from fastapi import FastAPI
 from ray import serve
 
-from serving.cache import cache_root
+from serving.cache import secret_file
 from serving.config import UISettings
+from serving.security import token_matches
 from ui.page import HEAD, build_demo
 
 
 def storage_secret(settings: UISettings) -> str:
     """The configured key, else one made once and kept beside the model cache."""
-    if settings.storage_secret:
-        return settings.storage_secret
-    path = cache_root() / "browser-state.key"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_hex(32))
-        path.chmod(0o600)
-    return path.read_text().strip()
+    return settings.storage_secret or secret_file("browser-state.key")
+
+
+def password_check(token: str):
+    """Gradio's login: any user name, the access token as the password."""
+
+    def check(username: str, password: str) -> bool:
+        return token_matches(password, token)
+
+    return check
 
 
 @serve.ingress()
 class ChatUI:
     """Builds the page inside the replica: Gradio objects do not pickle."""
 
-    def __init__(self, settings: UISettings, api_url: str) -> None:
+    def __init__(self, settings: UISettings, api_url: str, token: str | None = None) -> None:
         self.settings = settings
         self.api_url = api_url
+        self.token = token  # the page's password, and what it shows the API
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        demo = build_demo(self.api_url, self.settings.title, storage_secret(self.settings))
-        return gr.mount_gradio_app(FastAPI(), demo, path="/", footer_links=[], head=HEAD)
+        demo = build_demo(
+            self.api_url, self.settings.title, storage_secret(self.settings), self.token
+        )
+        login = {}
+        if self.token:
+            login = dict(
+                auth=password_check(self.token),
+                auth_message="Password: the access token that run.py printed "
+                "(security.api_token). Any user name.",
+            )
+        return gr.mount_gradio_app(FastAPI(), demo, path="/", footer_links=[], head=HEAD, **login)
