@@ -221,3 +221,13 @@ def test_the_page_knows_when_the_api_is_ready(tiny_app: str):
     api = tiny_app.replace("http://", "ws://") + "/api/chat"
     assert asyncio.run(api_ready(api))
     assert not asyncio.run(api_ready("ws://127.0.0.1:9/api/chat"))  # nothing listens there
+
+
+def test_the_page_serves_no_files_and_no_code_editor(tiny_app: str):
+    import httpx
+
+    for path in ("/gradio_api/file=/etc/passwd", "/gradio_api/file=pyproject.toml"):
+        response = httpx.get(tiny_app + path, timeout=10)
+        assert response.status_code in (403, 404) and "root:" not in response.text, path
+    edit = httpx.post(tiny_app + "/gradio_api/vibe-edit", json={"prompt": "x"}, timeout=10)
+    assert edit.status_code >= 400  # Gradio's in-browser code editor stays off

@@ -1,0 +1,157 @@
+"""Faults on real processes: replicas killed mid-reply, the router killed under open sockets.
+
+A graph of its own at /fault (its chat model writes long replies, so there is time to kill it
+mid-way); Serve replaces each killed replica, and the tests wait for that before going on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import pytest
+import ray
+import websockets
+from ray import serve
+
+from bench.run import wait_healthy
+from tests.replicas import replica_names
+from tests.tiny_models import tiny_config
+
+LONG = 4000
+
+
+@pytest.fixture(scope="module")
+def fault_app(serve_instance: int, tiny_causal_long: Path, tiny_causal: Path, tiny_seq2seq: Path):
+    from serving.app import build_api, build_ui
+
+    fast_health = {"health_check_period_s": 1, "health_check_timeout_s": 10}
+    extra = {
+        "chat": {
+            "model": {"source": str(tiny_causal_long)},
+            "generation": {"max_new_tokens": LONG, "min_new_tokens": LONG},
+            "deployment": fast_health,
+        },
+        "ui": {"api_url": f"ws://127.0.0.1:{serve_instance}/fault/api/chat"},
+    }
+    config = tiny_config(tiny_causal, tiny_seq2seq, serve_instance, extra=extra)
+    serve.run(build_api(config), name="fault-api", route_prefix="/fault/api")
+    serve.run(build_ui(config), name="fault-ui", route_prefix="/fault")
+    base = f"http://127.0.0.1:{serve_instance}/fault"
+    wait_healthy(base, timeout=120)
+    yield base
+    serve.delete("fault-api")
+    serve.delete("fault-ui")
+
+
+def _kill(deployment: str) -> str:
+    (name,) = replica_names("fault-api", deployment)
+    ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True)
+    return name
+
+
+def _replaced(base: str, deployment: str, old: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        names = replica_names("fault-api", deployment)
+        if names and old not in names:
+            wait_healthy(base, timeout=max(1.0, deadline - time.monotonic()))
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"{deployment} was not replaced in {timeout} s")
+
+
+def _ws(base: str) -> str:
+    return base.replace("http://", "ws://") + "/api/chat"
+
+
+async def _until_deltas(socket, count: int) -> None:
+    seen = 0
+    while seen < count:
+        event = json.loads(await socket.recv())
+        assert event["type"] != "error", event
+        seen += event["type"] == "delta"
+
+
+async def _error_within(socket, seconds: float) -> dict:
+    async def read() -> dict:
+        while True:
+            event = json.loads(await socket.recv())
+            if event["type"] in ("error", "done"):
+                return event
+
+    return await asyncio.wait_for(read(), seconds)
+
+
+@pytest.mark.parametrize(
+    ("deployment", "message"),
+    [("ChatModel", "Hello, how are you?"), ("TranslatorEnFr", "Bonjour, comment allez-vous ?")],
+)
+def test_a_model_replica_killed_mid_reply_is_an_error_and_the_next_turn_works(
+    fault_app: str, deployment: str, message: str
+):
+    async def scenario() -> tuple[dict, float, dict]:
+        async with websockets.connect(_ws(fault_app)) as socket:
+            await socket.send(json.dumps({"message": message, "history": []}))
+            await _until_deltas(socket, 3)
+            killed = await asyncio.to_thread(_kill, deployment)
+            started = time.monotonic()
+            error = await _error_within(socket, 20)
+            waited = time.monotonic() - started
+            await asyncio.to_thread(_replaced, fault_app, deployment, killed)
+            # The same connection serves the next turn once Serve has a new replica.
+            await socket.send(json.dumps({"message": "Hi again", "history": []}))
+            await _until_deltas(socket, 2)
+            return error, waited, {"type": "delta"}
+
+    error, waited, after = asyncio.run(scenario())
+    assert error["type"] == "error" and error["code"] == "generation_failed", error
+    assert "Try again" in error["message"] and waited < 20
+    assert after["type"] == "delta"
+
+
+def test_the_router_killed_under_open_sockets_closes_them_and_clients_can_reconnect(
+    fault_app: str,
+):
+    async def scenario() -> list:
+        sockets = [await websockets.connect(_ws(fault_app)) for _ in range(3)]
+        killed = await asyncio.to_thread(_kill, "Router")
+        closes = []
+        for socket in sockets:
+            with pytest.raises(websockets.exceptions.ConnectionClosed):
+                await asyncio.wait_for(socket.recv(), 30)
+            closes.append(socket.close_code)
+        await asyncio.to_thread(_replaced, fault_app, "Router", killed)
+        async with websockets.connect(_ws(fault_app)) as socket:  # a client reconnects
+            await socket.send(json.dumps({"message": "Hello again", "history": []}))
+            await _until_deltas(socket, 2)
+        return closes
+
+    closes = asyncio.run(scenario())
+    assert len(closes) == 3 and all(code != 1000 for code in closes), closes  # not a normal end
+
+
+def test_the_page_keeps_the_conversation_when_the_chat_replica_dies(fault_app: str):
+    from gradio_client import Client
+
+    client = Client(fault_app + "/", verbose=False)
+    turns = [
+        {
+            "user": "Hello there",
+            "assistant": "Hi!",
+            "user_en": "Hello there",
+            "assistant_en": "Hi!",
+            "language": "en",
+        }
+    ]
+    job = client.submit("Tell me a long story", turns, api_name="/chat")
+    deadline = time.monotonic() + 60
+    while len(job.outputs()) < 3 and time.monotonic() < deadline:  # the reply is streaming
+        time.sleep(0.2)
+    killed = _kill("ChatModel")
+    _, kept, box, _ = job.result(timeout=60)
+    assert kept == turns  # the stored conversation is intact...
+    assert box == "Tell me a long story"  # ...and the message is back in the box to resend
+    _replaced(fault_app, "ChatModel", killed)
