@@ -370,3 +370,22 @@ def test_a_browser_socket_from_another_site_is_refused(tiny_app: str):
     assert refused.value.response.status_code == 403
     assert asyncio.run(turn(tiny_app))["type"] == "done"  # the service's own origin
     assert asyncio.run(turn(None))["type"] == "done"  # a program, not a browser
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "Can you explain this emoji? 👩‍💻🎉",
+        "What does שלום mean? And مرحبا?",
+        "Is <b>bold</b> **markdown** or `code`? <script>alert(1)</script>",
+        "Tab\there, bell\x07 and escape\x1b[31m inside",
+    ],
+)
+def test_odd_but_legitimate_text_gets_a_normal_reply(tiny_app: str, message: str):
+    async def scenario():
+        async with websockets.connect(ws_url(tiny_app)) as socket:
+            return await ws_turn(socket, message, [])
+
+    done = asyncio.run(scenario())[-1]
+    assert done["type"] == "done" and done["reply"], done
+    assert "\x07" not in done["message_en"] and "\x1b" not in done["message_en"]
