@@ -58,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
 
+    if args.share and config.security.auth == "auto":  # a public link: credentials, always
+        security = config.security.model_copy(update={"auth": "on"})
+        config = config.model_copy(update={"security": security})
+
     import ray
     from ray import serve
 

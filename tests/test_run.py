@@ -22,11 +22,13 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_run_py_serves_page_api_and_metrics_and_a_failed_share_link_is_one_clear_warning(
     tiny_causal: Path, tiny_seq2seq: Path, tmp_path: Path
 ):
+    """--share turns credentials on; offline, the link itself fails with one warning."""
     port, metrics_port = _free_port(), _free_port()
     config = tmp_path / "tiny.yaml"
     settings = tiny_config(tiny_causal, tiny_seq2seq).model_dump(mode="json", exclude={"http"})
     config.write_text(yaml.safe_dump(settings))
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["POLYGLOT_CACHE"] = str(tmp_path / "cache")  # its own token file
     command = [sys.executable, "run.py", "--config", str(config), "--port", str(port)]
     command += ["--metrics-port", str(metrics_port), "--share"]
     out_path, err_path = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
@@ -35,9 +37,21 @@ def test_run_py_serves_page_api_and_metrics_and_a_failed_share_link_is_one_clear
     try:
         base = f"http://127.0.0.1:{port}"
         wait_healthy(base, timeout=180)
-        assert "Polyglot chat" in httpx.get(f"{base}/", timeout=10).text
-        answer = httpx.post(f"{base}/api/chat", json={"message": "Hello"}, timeout=60)
+        # --share asks for credentials even on loopback: the link would be public.
+        deadline = time.monotonic() + 60
+        while "Access token" not in out_path.read_text() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        (line,) = [x for x in out_path.read_text().splitlines() if x.startswith("Access token")]
+        token = line.rsplit(" ", 1)[-1]
+        assert httpx.post(f"{base}/api/chat", json={"message": "Hi"}, timeout=60).status_code == 401
+        answer = httpx.post(
+            f"{base}/api/chat",
+            json={"message": "Hello"},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=60,
+        )
         assert answer.status_code == 200 and answer.json()["reply"]
+        assert httpx.get(f"{base}/", timeout=10).status_code == 200  # the page's login
         assert httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).status_code == 200
         # No internet here: the share link fails with one clear line, and the app keeps serving.
         deadline = time.monotonic() + 90
