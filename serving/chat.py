@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import torch
-from ray import serve
 
-from serving.batching import batched_pieces, in_serve_replica, stream_batch
+from serving.batching import ModelDeployment, batched_pieces
 from serving.config import ChatSettings, ModelSpec
 from serving.errors import GenerationError, InvalidRequestError
 from serving.protocol import PromptInfo, ReplyInfo
@@ -23,7 +21,7 @@ logger = logging.getLogger(__name__)
 Message = dict[str, str]  # {"role": "user" | "assistant", "content": str}
 
 
-class ChatModel:
+class ChatModel(ModelDeployment):
     """Streams a reply to ``history + [message]`` (chat-template causal LM or seq2seq model)."""
 
     def __init__(self, settings: ChatSettings, loader: Callable[[ModelSpec], LoadedModel] = load):
@@ -32,9 +30,7 @@ class ChatModel:
         self.lm = loader(settings.model)
         self.generate_kwargs = settings.generation.generate_kwargs()
         self.stats = GenerationStats()
-        self.batching = settings.batching.enabled and in_serve_replica()
-        self._generate_batch.set_max_batch_size(settings.batching.max_batch_size)
-        self._generate_batch.set_batch_wait_timeout_s(settings.batching.batch_wait_timeout_s)
+        self._init_batching(settings.batching)
         if self.lm.is_encoder_decoder:  # the decoder has the same position limit as the encoder
             cap = self.lm.context_limit - 2
             self.generate_kwargs["max_new_tokens"] = min(
@@ -147,19 +143,3 @@ class ChatModel:
         """A request joins the batch unless it asked for its own sampling."""
         keys = ("do_sample", "temperature", "top_p")
         return all(kwargs.get(key) == self.generate_kwargs.get(key) for key in keys)
-
-    # max_concurrent_batches=2: a request that arrives while a batch runs starts the next batch
-    # at once instead of waiting for the whole first batch to end.
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005, max_concurrent_batches=2)
-    async def _generate_batch(self, jobs: list) -> AsyncIterator[list]:
-        """Concurrent requests, one ``generate`` (sizes set from config in ``__init__``)."""
-        async for step in stream_batch(self.lm, jobs, self.generate_kwargs, self.stats):
-            yield step
-
-    async def check_health(self) -> None:
-        """Serve replaces this replica when its chat model no longer gives usable output."""
-        await asyncio.to_thread(self.lm.probe)
-
-    def activity(self) -> dict[str, int]:
-        """Generations running now and decoding steps so far (proves that a stop stops)."""
-        return self.stats.snapshot()

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import AsyncIterator, Callable
 
 import torch
-from ray import serve
 
-from serving.batching import batched_pieces, in_serve_replica, stream_batch
+from serving.batching import ModelDeployment, batched_pieces
 from serving.config import ModelSpec, TranslatorSettings
 from serving.errors import GenerationError
 from serving.sentences import separator_after, split_sentences
@@ -25,7 +23,7 @@ def apply_threads(spec: ModelSpec) -> None:
         torch.set_num_threads(spec.threads)
 
 
-class Translator:
+class Translator(ModelDeployment):
     """Translates text sentence by sentence with a seq2seq model or a few-shot causal LM."""
 
     def __init__(
@@ -36,9 +34,7 @@ class Translator:
         self.lm = loader(settings.model)
         self.stats = GenerationStats()
         self.generate_kwargs = settings.generation.generate_kwargs()
-        self.batching = settings.batching.enabled and in_serve_replica()
-        self._generate_batch.set_max_batch_size(settings.batching.max_batch_size)
-        self._generate_batch.set_batch_wait_timeout_s(settings.batching.batch_wait_timeout_s)
+        self._init_batching(settings.batching)
 
     def _inputs(self, sentence: str) -> dict[str, torch.Tensor]:
         prompt = self.settings.prompt
@@ -110,17 +106,3 @@ class Translator:
 
     async def translate(self, text: str) -> str:
         return "".join([piece async for piece in self.stream(text)]).strip()
-
-    # Sentences of concurrent replies share one generate (see serving.batching).
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005, max_concurrent_batches=2)
-    async def _generate_batch(self, jobs: list) -> AsyncIterator[list]:
-        async for step in stream_batch(self.lm, jobs, self.generate_kwargs, self.stats):
-            yield step
-
-    async def check_health(self) -> None:
-        """Serve replaces this replica when its translator no longer gives usable output."""
-        await asyncio.to_thread(self.lm.probe)
-
-    def activity(self) -> dict[str, int]:
-        """Translations running now and decoding steps so far."""
-        return self.stats.snapshot()
