@@ -66,7 +66,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port nobody listens on now (for Serve, metrics, test servers)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
@@ -277,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="polyglot-bench-"))
     if args.cold:  # an empty weights cache: the first start converts the GGUF files
         os.environ["POLYGLOT_CACHE"] = str(workdir / "cache")
-    port = _free_port()
+    port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     config = bench_config(args, port, workdir)
 

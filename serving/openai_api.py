@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from serving.errors import ChatServiceError, InvalidRequestError, ModelNotFoundError
+from serving.protocol import read_json
 
 
 class ContentPart(BaseModel):
@@ -58,12 +59,7 @@ def parse_completion_request(
     raw: bytes | str, model_id: str, max_bytes: int = 512_000
 ) -> CompletionRequest:
     """Validate a request or raise an error that names what to fix."""
-    if (size := len(raw.encode() if isinstance(raw, str) else raw)) > max_bytes:
-        raise InvalidRequestError(f"The request has {size} bytes; the limit is {max_bytes}.")
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise InvalidRequestError("The request body must be a JSON object.") from None
+    data = read_json(raw, max_bytes, "The request body must be a JSON object.")
     if not isinstance(data, dict):
         raise InvalidRequestError("The request body must be a JSON object.")
     try:

@@ -67,21 +67,29 @@ def clean_text(text: str) -> str:
     return _CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
 
 
+def read_json(raw: str | bytes, max_bytes: int, expected: str) -> Any:
+    """A request body or frame as JSON, refused when it is too large or not JSON at all
+    (``expected`` says what to send instead); deep nesting counts as not JSON."""
+    size = len(raw.encode() if isinstance(raw, str) else raw)
+    if size > max_bytes:
+        raise InvalidRequestError(
+            f"The request has {size} bytes; the limit is {max_bytes}. "
+            "Send a shorter message or history."
+        )
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise InvalidRequestError(expected) from None
+
+
 def parse_request(raw: str | bytes | dict[str, Any], settings: RouterSettings) -> ChatRequest:
     """Validate a client's request or raise ``InvalidRequestError`` naming what to fix."""
     if not isinstance(raw, dict):
-        size = len(raw.encode() if isinstance(raw, str) else raw)
-        if size > settings.max_request_bytes:
-            raise InvalidRequestError(
-                f"The request has {size} bytes; the limit is {settings.max_request_bytes}. "
-                "Send a shorter message or history."
-            )
-        try:
-            raw = json.loads(raw)
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            raise InvalidRequestError(
-                'Send one JSON object per turn: {"message": "...", "history": [...]}.'
-            ) from None
+        raw = read_json(
+            raw,
+            settings.max_request_bytes,
+            'Send one JSON object per turn: {"message": "...", "history": [...]}.',
+        )
     if not isinstance(raw, dict):
         raise InvalidRequestError('The request must be a JSON object with a "message" field.')
     try:

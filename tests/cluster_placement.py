@@ -7,7 +7,6 @@ the en->fr translator. Prints where every replica landed, as JSON, and one Frenc
 from __future__ import annotations
 
 import json
-import socket
 import sys
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import ray
 from ray import serve
 from ray.cluster_utils import Cluster
 
-from bench.run import wait_healthy
+from bench.run import free_port, wait_healthy
 from serving.app import build_api
 from tests.replicas import ask, replica_names
 from tests.tiny_models import tiny_config
@@ -25,9 +24,7 @@ DEPLOYMENTS = ("LanguageDetector", "TranslatorFrEn", "TranslatorEnFr", "ChatMode
 
 
 def main(causal: str, seq2seq: str) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     cluster = Cluster(
         initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False}
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-from bench.run import wait_healthy  # noqa: E402
+from bench.run import free_port, wait_healthy  # noqa: E402
 from serving.config import AppConfig  # noqa: E402
 from tests.tiny_models import build_causal, build_seq2seq, tiny_config  # noqa: E402
 
@@ -31,12 +30,6 @@ def tiny_causal_long(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_seq2seq(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_seq2seq(tmp_path_factory.mktemp("tiny-seq2seq"))
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture
@@ -63,7 +56,7 @@ def browser():
         browser.close()
 
 
-METRICS_PORT = _free_port()  # Ray's Prometheus endpoint for the test cluster
+METRICS_PORT = free_port()  # Ray's Prometheus endpoint for the test cluster
 
 
 @pytest.fixture(scope="session")
@@ -72,7 +65,7 @@ def serve_instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     import ray
     from ray import serve
 
-    port = _free_port()
+    port = free_port()
     ray.init(
         num_cpus=8,
         include_dashboard=False,

@@ -12,8 +12,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from bench.run import wait_healthy
-from tests.conftest import _free_port
+from bench.run import free_port, wait_healthy
 from tests.tiny_models import tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,7 +22,7 @@ def test_run_py_serves_page_api_and_metrics_and_a_failed_share_link_is_one_clear
     tiny_causal: Path, tiny_seq2seq: Path, tmp_path: Path
 ):
     """--share turns credentials on; offline, the link itself fails with one warning."""
-    port, metrics_port = _free_port(), _free_port()
+    port, metrics_port = free_port(), free_port()
     config = tmp_path / "tiny.yaml"
     settings = tiny_config(tiny_causal, tiny_seq2seq).model_dump(mode="json", exclude={"http"})
     config.write_text(yaml.safe_dump(settings))

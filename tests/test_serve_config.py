@@ -13,11 +13,10 @@ import pytest
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
-from bench.run import wait_healthy
+from bench.run import free_port, wait_healthy
 from serving.app import _config, deployment_settings
 from serving.config import available_profiles
 from serving.serve_config import KUBERAY_FILE, ROOT, SERVE_DIR, all_files, main, serve_config
-from tests.conftest import _free_port
 from tests.tiny_models import tiny_config
 
 
@@ -64,7 +63,7 @@ def test_serve_run_serves_page_and_api_and_serve_status_lists_every_deployment_h
     tiny_causal: Path, tiny_seq2seq: Path, tmp_path: Path
 ):
     """`serve run` on a generated config, as an operator runs it (a real process)."""
-    port = _free_port()
+    port = free_port()
     overrides = tmp_path / "tiny.yaml"
     settings = tiny_config(tiny_causal, tiny_seq2seq).model_dump(mode="json", exclude={"http"})
     overrides.write_text(yaml.safe_dump(settings))
