@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 import pytest
@@ -24,18 +25,29 @@ def _job(lm, prompt: str, cap: int) -> Job:
     return Job(dict(lm.tokenizer(prompt, return_tensors="pt")), cap)
 
 
-async def _run(lm, jobs: list[Job], kwargs: dict, leave: dict[int, int] | None = None):
-    """Each job's text; ``leave[row] = n``: that row's caller leaves after n pieces."""
+async def _run(lm, jobs: list[Job], kwargs: dict):
+    """Each job's text."""
     texts = [""] * len(jobs)
-    pieces = [0] * len(jobs)
     async for step in stream_batch(lm, jobs, kwargs, GenerationStats()):
         for row, item in enumerate(step):
             if isinstance(item, str) and item:
                 texts[row] += item
-                pieces[row] += 1
-                if leave and pieces[row] == leave.get(row):
-                    jobs[row].cancelled.set()
     return texts
+
+
+class LeavesAfter(threading.Event):
+    """A caller that is gone once its job has ``tokens`` tokens, as generate's thread sees it.
+
+    Setting the event from the event loop after n pieces would race a tiny model, which can
+    write its whole reply before the loop looks; this pins the moment of leaving.
+    """
+
+    def __init__(self, job: Job, tokens: int) -> None:
+        super().__init__()
+        self.job, self.tokens = job, tokens
+
+    def is_set(self) -> bool:
+        return super().is_set() or self.job.tokens >= self.tokens
 
 
 def test_each_row_is_what_the_request_alone_would_get(lm):
@@ -53,6 +65,7 @@ def test_each_row_is_what_the_request_alone_would_get(lm):
 def test_every_row_keeps_its_own_cap_and_a_caller_that_leaves_stops_only_its_row(lm):
     kwargs = {"do_sample": False, "max_new_tokens": 40, "min_new_tokens": 40, "num_beams": 1}
     jobs = [_job(lm, PROMPTS[0], 5), _job(lm, PROMPTS[1], 30), _job(lm, PROMPTS[2], 30)]
-    asyncio.run(_run(lm, jobs, kwargs, leave={2: 3}))
+    jobs[2].cancelled = LeavesAfter(jobs[2], 3)
+    asyncio.run(_run(lm, jobs, kwargs))
     assert jobs[0].tokens == 5 and jobs[1].tokens == 30
-    assert jobs[2].tokens <= 5  # left after 3 pieces: stopped within a token or two
+    assert jobs[2].tokens <= 5  # left after 3 tokens: stopped within a token or two

@@ -81,21 +81,16 @@ def secure_app(serve_instance: int, tiny_causal: Path, tiny_seq2seq: Path) -> st
 def test_the_api_wants_the_token(secure_app: str):
     url = secure_app.replace("http://", "ws://") + "/api/chat"
 
-    async def turn(**connect) -> dict:
-        async with websockets.connect(url, **connect) as socket:
+    async def turn(target: str, **connect) -> dict:
+        async with websockets.connect(target, **connect) as socket:
             return (await ws_turn(socket, "Hello", []))[-1]
 
     with pytest.raises(InvalidStatus) as refused:
-        asyncio.run(turn())
+        asyncio.run(turn(url))
     assert refused.value.response.status_code == 403
-    assert asyncio.run(turn(additional_headers={"Authorization": f"Bearer {TOKEN}"}))["reply"]
-    query = url + f"?token={TOKEN}"
-
-    async def by_query() -> dict:
-        async with websockets.connect(query) as socket:
-            return (await ws_turn(socket, "Hello", []))[-1]
-
-    assert asyncio.run(by_query())["reply"]
+    signed = {"additional_headers": {"Authorization": f"Bearer {TOKEN}"}}
+    assert asyncio.run(turn(url, **signed))["reply"]
+    assert asyncio.run(turn(f"{url}?token={TOKEN}"))["reply"]
 
     plain = httpx.post(f"{secure_app}/api/chat", json={"message": "Hello"}, timeout=60)
     assert plain.status_code == 401 and plain.headers["www-authenticate"] == "Bearer"
