@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     http = {key: value for key, value in flags if value}
     try:
         config = load_config(args.profile, args.config, {"http": http} if http else None)
-        from serving.weights import check_available  # imports torch: after the cheap checks
+        from serving.locate import check_available  # imports torch: after the cheap checks
 
         for role, spec in config.models().items():
             try:
@@ -81,11 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     shown_host = "127.0.0.1" if config.http.host in ("0.0.0.0", "::") else config.http.host
     url = f"http://{shown_host}:{config.http.port}/"
-    print(
-        "Starting the deployments (the first start converts the GGUF weights once, "
-        "a few minutes on a small CPU)...",
-        flush=True,
-    )
+    print("Starting the deployments...", flush=True)
     for app in build_apps(config):
         serve.run(app.app, name=app.name, route_prefix=app.route_prefix, blocking=False)
         print(f"  [{time.monotonic() - started:4.0f} s] {app.name} ready at {app.route_prefix}")

@@ -13,18 +13,18 @@ meanwhile form the next batch (``max_concurrent_batches`` lets that one start at
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from ray import serve
 from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
-from serving.config import BatchSettings
-from serving.streaming import CountSteps, GenerationStats, IncrementalDecoder
+from serving.engine import GenerationStats
+from serving.streaming import CountSteps, IncrementalDecoder
 from serving.weights import LoadedModel
 
 
@@ -197,6 +197,11 @@ async def stream_batch(
             for row in range(count):
                 if stopped[row]:
                     step.append(StopIteration)
+                elif jobs[row].cancelled.is_set():
+                    # Its caller left: end its stream at once. Serve makes a new future for
+                    # each step it hands over, and one made after the caller left is never read.
+                    step.append(StopIteration)
+                    stopped[row] = True
                 elif texts[row]:
                     step.append(texts[row])
                     texts[row] = ""
@@ -218,41 +223,19 @@ async def batched_pieces(
     """One request's text through a replica's ``@serve.batch`` method ``batch`` (which runs
     ``stream_batch``); ``usage`` gets its token count. Leaving early stops its row."""
     job = Job(inputs, max_new_tokens, stop_at_newline)
+    stream = batch(job)
+    ended = False
     try:
-        async for piece in batch(job):
+        async for piece in stream:
             if piece:
                 yield piece
+        ended = True
     finally:
         job.cancelled.set()
+        if not ended:
+            # Read the row's end (within a step): Serve hands it over as a future, and one left
+            # unread logs "Future exception was never retrieved ... StopAsyncIteration".
+            with contextlib.suppress(Exception):
+                async for _ in stream:
+                    pass
         usage.tokens = job.tokens
-
-
-class ModelDeployment:
-    """What the model deployments (ChatModel, Translator) share: batched generate, the health
-    check and the activity counters. Needs ``lm``, ``generate_kwargs`` and ``stats``."""
-
-    lm: LoadedModel
-    generate_kwargs: dict[str, Any]
-    stats: GenerationStats
-
-    def _init_batching(self, settings: BatchSettings) -> None:
-        """Batching on inside a Serve replica when the config asks for it (sizes from config)."""
-        self.batching = settings.enabled and in_serve_replica()
-        self._generate_batch.set_max_batch_size(settings.max_batch_size)
-        self._generate_batch.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
-
-    # max_concurrent_batches=2: a request that arrives while a batch runs starts the next batch
-    # at once instead of waiting for the whole first batch to end.
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005, max_concurrent_batches=2)
-    async def _generate_batch(self, jobs: list[Job]) -> AsyncIterator[list[Any]]:
-        """Concurrent requests, one ``generate``."""
-        async for step in stream_batch(self.lm, jobs, self.generate_kwargs, self.stats):
-            yield step
-
-    async def check_health(self) -> None:
-        """Serve replaces this replica when its model no longer gives usable output."""
-        await asyncio.to_thread(self.lm.probe)
-
-    def activity(self) -> dict[str, int]:
-        """Generations running now and decoding steps so far (proves that a stop stops)."""
-        return self.stats.snapshot()

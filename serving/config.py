@@ -94,13 +94,17 @@ class GenerationSettings(_Strict):
 
 
 class BatchSettings(_Strict):
-    """Dynamic batching (``@serve.batch``): concurrent requests share one ``generate``."""
+    """Concurrent requests decoded together. llama.cpp: that many slots, and a request joins the
+    running batch at the next step (continuous batching). transformers: ``@serve.batch`` gathers
+    requests into one ``generate``."""
 
     max_batch_size: int = Field(
-        8, ge=1, description="Most requests in one generate; 1 turns batching off."
+        8, ge=1, description="Most requests decoded together; 1 turns batching off."
     )
     batch_wait_timeout_s: float = Field(
-        0.005, ge=0, description="How long a batch waits for more requests before it starts."
+        0.005,
+        ge=0,
+        description="transformers: how long a batch waits for more requests before it starts.",
     )
 
     @property
@@ -117,6 +121,21 @@ class ModelSpec(_Strict):
     )
     gguf_file: str | None = Field(None, description="GGUF file name inside a local folder.")
     pip_package: str | None = Field(None, description="The pip package that ships these weights.")
+    engine: Literal["auto", "llama.cpp", "transformers"] = Field(
+        "auto",
+        description=(
+            "What runs the model: 'auto' is llama.cpp for a .gguf file on a CPU (natively, with "
+            "continuous batching) and transformers for everything else (GPU, Hugging Face models)."
+        ),
+    )
+    context_tokens: int | None = Field(
+        None,
+        ge=64,
+        description=(
+            "llama.cpp: tokens of context per conversation (prompt and reply), reserved for each "
+            "of batching.max_batch_size slots; default 2048."
+        ),
+    )
     kind: Literal["auto", "causal", "seq2seq"] = Field(
         "auto", description="Architecture family; 'auto' reads it from the model config."
     )
@@ -129,7 +148,10 @@ class ModelSpec(_Strict):
     threads: int | None = Field(
         None,
         ge=1,
-        description="CPU threads for torch; default: the replica's num_cpus, rounded up.",
+        description=(
+            "CPU threads for the engine (llama.cpp: for decoding and for reading prompts); "
+            "default: torch's own choice, or 1 for llama.cpp."
+        ),
     )
 
 
@@ -195,6 +217,14 @@ class RouterSettings(_Strict):
         description=(
             "French replies are translated sentence by sentence as the English streams; a "
             "sentence still open after this many characters is translated in clauses."
+        ),
+    )
+    model_silence_s: float = Field(
+        25,
+        gt=0,
+        description=(
+            "A turn whose model says nothing for this long (a replica that died, a queue that "
+            "does not move) ends with a generation_failed error instead of going quiet."
         ),
     )
     deployment: DeploymentSettings = Field(

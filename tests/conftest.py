@@ -13,6 +13,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 from bench.run import free_port, wait_healthy  # noqa: E402
 from serving.config import AppConfig  # noqa: E402
+from tests.tiny_gguf import write_gguf  # noqa: E402
 from tests.tiny_models import build_causal, build_seq2seq, tiny_config  # noqa: E402
 
 
@@ -25,6 +26,18 @@ def tiny_causal(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_causal_long(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny Llama with room for thousands of tokens."""
     return build_causal(tmp_path_factory.mktemp("tiny-causal-long"), positions=24_576)
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tiny_causal: Path) -> Path:
+    """The same tiny Llama as a GGUF file: the llama.cpp engine runs it."""
+    return write_gguf(tiny_causal)
+
+
+@pytest.fixture(scope="session", params=["transformers", "llama.cpp"])
+def tiny_chat_source(request: pytest.FixtureRequest, tiny_causal: Path) -> Path:
+    """The tiny Llama for each engine: its folder (transformers) or its GGUF file (llama.cpp)."""
+    return tiny_causal if request.param == "transformers" else request.getfixturevalue("tiny_gguf")
 
 
 @pytest.fixture(scope="session")
@@ -112,7 +125,10 @@ def long_app(serve_instance: int, tiny_causal_long: Path, tiny_causal: Path, tin
         tiny_seq2seq,
         serve_instance,
         extra={
-            "chat": {"model": {"source": str(tiny_causal_long)}, "generation": long_reply},
+            "chat": {
+                "model": {"source": str(write_gguf(tiny_causal_long)), "context_tokens": 24_576},
+                "generation": long_reply,
+            },
             "ui": {"api_url": f"ws://127.0.0.1:{serve_instance}/long/api/chat"},
         },
     )

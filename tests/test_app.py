@@ -270,7 +270,7 @@ def test_a_replica_whose_model_goes_bad_is_replaced(serve_instance: int, tiny_ca
     class BreakableChatModel(ChatModel):  # defined here: pickled by value to the replica
         def break_weights(self) -> None:
             with torch.no_grad():
-                for parameter in self.lm.model.parameters():
+                for parameter in self.engine.lm.model.parameters():
                     parameter.fill_(float("nan"))
 
     settings = ChatSettings(

@@ -33,8 +33,8 @@ async def collect(model: ChatModel, history, message: str) -> list[str]:
     return pieces
 
 
-def test_a_reply_that_hits_max_new_tokens_says_length(tiny_causal: Path):
-    model = chat_model(tiny_causal)  # min_new_tokens=6, max_new_tokens=12: eos is unlikely
+def test_a_reply_that_hits_max_new_tokens_says_length(tiny_chat_source: Path):
+    model = chat_model(tiny_chat_source)  # min_new_tokens=6, max_new_tokens=12: eos is unlikely
 
     async def end_of(message: str) -> ReplyInfo:
         return [item async for item in model.stream([], message)][-1]
@@ -45,9 +45,9 @@ def test_a_reply_that_hits_max_new_tokens_says_length(tiny_causal: Path):
     assert lengths and all(end.finish_reason == "length" for end in lengths)
 
 
-def test_causal_chat_streams_several_pieces(tiny_causal: Path):
-    model = chat_model(tiny_causal)
-    assert not model.lm.is_encoder_decoder
+def test_causal_chat_streams_several_pieces(tiny_chat_source: Path):
+    model = chat_model(tiny_chat_source)
+    assert not model.engine.is_encoder_decoder
     pieces = asyncio.run(collect(model, HISTORY, "What would you like to eat?"))
     assert len(pieces) > 1
     assert "".join(pieces).strip()
@@ -55,34 +55,37 @@ def test_causal_chat_streams_several_pieces(tiny_causal: Path):
 
 def test_seq2seq_chat_answers(tiny_seq2seq: Path):
     model = chat_model(tiny_seq2seq)
-    assert model.lm.is_encoder_decoder
+    assert model.engine.is_encoder_decoder
     assert "".join(asyncio.run(collect(model, HISTORY, "Bonjour"))).strip()
 
 
-def test_causal_history_is_trimmed_from_the_oldest_turn(tiny_causal: Path):
-    model = chat_model(tiny_causal, max_input_tokens=100)
+def test_causal_history_is_trimmed_from_the_oldest_turn(tiny_chat_source: Path):
+    model = chat_model(tiny_chat_source, max_input_tokens=100)
     history = [
         {"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i} " * 4}
         for i in range(10)
     ]
-    inputs, info = model.build_inputs(history, "Last question?")
+    ids, info = model.build_inputs(history, "Last question?")
     assert info.history_dropped > 0 and not info.message_truncated
     assert info.history_dropped % 2 == 0, "an exchange was cut in half"
-    assert inputs["input_ids"].shape[1] == info.prompt_tokens <= model.input_budget
-    text = model.lm.tokenizer.decode(inputs["input_ids"][0])
+    assert len(ids) == info.prompt_tokens <= model.input_budget
+    text = model.engine.decode(ids)
     assert "turn 8" in text and "turn 9" in text and "turn 0" not in text
     assert "Last question?" in text
 
 
-def test_short_history_is_sent_whole(tiny_causal: Path):
-    model = chat_model(tiny_causal)
-    inputs, info = model.build_inputs(HISTORY, "Last question?")
+def test_short_history_is_sent_whole_in_the_models_chat_template(tiny_chat_source: Path):
+    model = chat_model(tiny_chat_source)
+    ids, info = model.build_inputs(HISTORY, "Last question?")
     assert info.history_dropped == 0
-    assert "Hello, how are you today?" in model.lm.tokenizer.decode(inputs["input_ids"][0])
+    assert model.engine.decode(ids) == (
+        "<|user|>Hello, how are you today?</s><|assistant|>I am fine, thank you.</s>"
+        "<|user|>Last question?</s><|assistant|>"
+    )
 
 
-def test_causal_message_longer_than_the_context_is_refused_clearly(tiny_causal: Path):
-    model = chat_model(tiny_causal, max_input_tokens=40)
+def test_causal_message_longer_than_the_context_is_refused_clearly(tiny_chat_source: Path):
+    model = chat_model(tiny_chat_source, max_input_tokens=40)
     with pytest.raises(InvalidRequestError, match="too long for the chat model"):
         model.build_inputs([], "Let us go for a walk in the park. " * 20)
 
@@ -92,9 +95,9 @@ def test_seq2seq_long_input_is_cut_to_its_positions_not_an_index_error(tiny_seq2
     long_history = HISTORY * 20
     pieces = asyncio.run(collect(model, long_history, "The weather is nice. " * 40))
     assert "".join(pieces).strip()
-    inputs, info = model.build_inputs(long_history, "The weather is nice. " * 40)
+    ids, info = model.build_inputs(long_history, "The weather is nice. " * 40)
     assert info.history_dropped == len(long_history) and info.message_truncated
-    assert inputs["input_ids"].shape[1] <= model.lm.context_limit
+    assert len(ids) <= model.engine.context_limit
 
 
 def test_health_check_fails_once_the_weights_go_bad(tiny_causal: Path):
@@ -105,7 +108,7 @@ def test_health_check_fails_once_the_weights_go_bad(tiny_causal: Path):
     model = chat_model(tiny_causal)
     asyncio.run(model.check_health())
     with torch.no_grad():
-        for parameter in model.lm.model.parameters():
+        for parameter in model.engine.lm.model.parameters():
             parameter.fill_(float("nan"))
     with pytest.raises(ModelUnavailableError, match="not finite"):
         asyncio.run(model.check_health())

@@ -13,6 +13,7 @@ import websockets
 from ray import serve
 
 from bench.run import app_memory_mib, wait_healthy
+from tests.tiny_gguf import write_gguf
 from tests.tiny_models import tiny_config
 
 
@@ -70,8 +71,9 @@ def busy_app(serve_instance: int, tiny_causal_long: Path, tiny_causal: Path, tin
 
     extra = {
         "chat": {
-            "model": {"source": str(tiny_causal_long)},
-            "generation": {"max_new_tokens": 600, "min_new_tokens": 600},
+            # Long enough that the running reply still runs when the next requests come.
+            "model": {"source": str(write_gguf(tiny_causal_long)), "context_tokens": 4608},
+            "generation": {"max_new_tokens": 4000, "min_new_tokens": 4000},
             "batching": {"max_batch_size": 1},
             "deployment": {"max_ongoing_requests": 1, "max_queued_requests": 1},
         },

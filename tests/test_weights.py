@@ -4,7 +4,8 @@ import pytest
 
 from serving.config import ModelSpec
 from serving.errors import ModelUnavailableError
-from serving.weights import check_available, load, locate
+from serving.locate import check_available, locate
+from serving.weights import load
 
 
 def test_missing_package_says_what_to_install():

@@ -96,15 +96,26 @@ def build_seq2seq(folder: Path, positions: int = 64) -> Path:
 
 
 def tiny_config(
-    causal: Path, seq2seq: Path, port: int = 8000, extra: dict | None = None
+    causal: Path,
+    seq2seq: Path,
+    port: int = 8000,
+    extra: dict | None = None,
+    engine: str = "llama.cpp",
 ) -> AppConfig:
-    """The offline profile's graph with tiny models: causal chat, seq2seq and causal translators."""
+    """The offline profile's graph with tiny models: causal chat, seq2seq and causal translators.
+
+    ``engine``: what runs the causal models. llama.cpp (the offline profile's) gets the tiny
+    Llama as a GGUF file; the seq2seq translator always runs on transformers.
+    """
+    from tests.tiny_gguf import write_gguf
+
     small = {"ray_actor_options": {"num_cpus": 0.1, "num_gpus": 0}}
     generation = {"max_new_tokens": 24, "min_new_tokens": 8}
+    causal_source = str(write_gguf(causal) if engine == "llama.cpp" else causal)
     overrides = {
         "http": {"port": port},
         "chat": {
-            "model": {"source": str(causal), "threads": 1},
+            "model": {"source": causal_source, "threads": 1, "engine": engine},
             "generation": generation,
             "deployment": small,
         },
@@ -114,7 +125,7 @@ def tiny_config(
             "deployment": small,
         },
         "translate_en_fr": {
-            "model": {"source": str(causal), "threads": 1},
+            "model": {"source": causal_source, "threads": 1, "engine": engine},
             "generation": generation,
             "deployment": small,
         },

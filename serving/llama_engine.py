@@ -1,0 +1,209 @@
+"""The llama.cpp engine: GGUF files run as they are, several conversations in one context.
+
+``xllamacpp`` (a prebuilt wheel) runs llama.cpp's own server inside this process. Its slots give
+continuous batching: a request joins the running batch at the next decoding step. Each slot keeps
+the KV cache of its last prompt, so a conversation's next turn, or the translators' few-shot
+prefix, is not read again (``cache_prompt``). Calls block, so each runs in its own thread; a
+streaming callback hands each token's text to the event loop and says when to stop.
+
+Tokenising and the chat template go through the same server's ``/tokenize`` and
+``/apply-template`` routes on loopback (its Python surface has no such calls), behind a random
+API key, so this replica needs neither torch nor transformers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import logging
+import re
+import secrets
+import threading
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from serving.config import BatchSettings, ModelSpec
+from serving.engine import GenerationStats, Message, Sampling, Usage
+from serving.errors import GenerationError, InvalidRequestError, ModelUnavailableError
+from serving.locate import Located
+
+logger = logging.getLogger("ray.serve")
+
+DEFAULT_CONTEXT = 2048  # tokens per slot; llama.cpp reserves the KV cache of every slot up front
+
+
+class LlamaCppEngine:
+    """One GGUF model on llama.cpp, with ``slots`` conversations decoded together."""
+
+    name = "llama.cpp"
+    is_encoder_decoder = False
+
+    def __init__(self, spec: ModelSpec, located: Located, batching: BatchSettings) -> None:
+        import xllamacpp
+
+        started = time.monotonic()
+        path = Path(located.path) / str(located.gguf_file)
+        self.slots = batching.max_batch_size
+        params = xllamacpp.CommonParams()
+        params.model.path = str(path)
+        params.n_parallel = self.slots
+        # Split evenly: each slot has its own part of the KV cache, reserved up front.
+        params.n_ctx = (spec.context_tokens or DEFAULT_CONTEXT) * self.slots
+        params.kv_unified = False
+        threads = spec.threads or 1
+        params.cpuparams.n_threads = threads
+        params.cpuparams_batch.n_threads = threads  # defaults to every core otherwise
+        params.verbosity = 0  # errors only: llama.cpp logs every request at its default
+        self._key = secrets.token_urlsafe(24)
+        params.api_keys = [self._key]  # its loopback HTTP server answers nobody else
+        params.endpoint_metrics = True  # decoding steps, for activity()
+        try:
+            self.server = xllamacpp.Server(params)
+        except Exception as exc:  # a damaged or foreign file
+            raise ModelUnavailableError(f"llama.cpp cannot load {path}: {exc}") from None
+        host, _, port = self.server.listening_address.rpartition("//")[2].partition(":")
+        self._address = (host, int(port))
+        # A slot's context, as llama.cpp settled it (never above the model's trained context).
+        self.context_limit = self._call("GET", "/props")["default_generation_settings"]["n_ctx"]
+        self.stats = GenerationStats()
+        self._probed_steps = 0
+        self.bos_token_id = (self.encode("", special=True) or [None])[0]
+        logger.info(
+            "Loaded %s on llama.cpp (%d slots of %d tokens, %d threads) in %.1f s",
+            path.name,
+            self.slots,
+            self.context_limit,
+            threads,
+            time.monotonic() - started,
+        )
+
+    def _call(self, method: str, route: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        connection = http.client.HTTPConnection(*self._address, timeout=30)
+        try:
+            headers = {"Content-Type": "application/json", "Authorization": f"Bearer {self._key}"}
+            connection.request(method, route, json.dumps(body) if body else None, headers)
+            response = connection.getresponse()
+            data = json.loads(response.read())
+        finally:
+            connection.close()
+        if response.status != 200:
+            raise ModelUnavailableError(f"llama.cpp {route} failed: {data}")
+        return data
+
+    def encode(self, text: str, special: bool = True) -> list[int]:
+        body = {"content": text, "add_special": special, "parse_special": True}
+        return self._call("POST", "/tokenize", body)["tokens"]
+
+    def decode(self, ids: list[int]) -> str:
+        return self._call("POST", "/detokenize", {"tokens": ids})["content"]
+
+    def render_chat(self, messages: list[Message]) -> str:
+        return self._call("POST", "/apply-template", {"messages": messages})["prompt"]
+
+    def chat_prompt(self, messages: list[Message]) -> list[int]:
+        # As llama.cpp's own chat route does: the template's text, special tokens parsed.
+        return self.encode(self.render_chat(messages), special=True)
+
+    def _request(self, prompt: list[int], sampling: Sampling, stop_at_newline: bool) -> dict:
+        request: dict[str, Any] = {
+            "prompt": prompt,
+            "max_tokens": sampling.max_new_tokens,
+            "stream": True,
+            "cache_prompt": True,
+            "repeat_penalty": sampling.repetition_penalty,
+            # llama.cpp has no lower bound on length: a request that asks for one runs to its cap.
+            "ignore_eos": sampling.min_new_tokens > 0,
+        }
+        if sampling.do_sample:  # transformers' defaults: top-k 50, no min-p
+            request.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=50)
+            request["min_p"] = 0.0
+        else:
+            request["temperature"] = 0.0
+        if stop_at_newline:
+            request["stop"] = ["\n"]
+        return request
+
+    async def stream(
+        self, prompt: list[int], sampling: Sampling, usage: Usage, stop_at_newline: bool = False
+    ) -> AsyncIterator[str]:
+        if len(prompt) + sampling.max_new_tokens > self.context_limit:
+            raise InvalidRequestError(
+                f"The prompt ({len(prompt)} tokens) and the reply ({sampling.max_new_tokens}) do "
+                f"not fit the model's context of {self.context_limit} tokens."
+            )
+        loop = asyncio.get_running_loop()
+        pieces: asyncio.Queue[str | BaseException | None] = asyncio.Queue()
+        cancelled = threading.Event()
+        counted = [0, 0]  # tokens seen by the callback, tokens the server reported at the end
+
+        def on_chunk(chunk: dict[str, Any]) -> bool:
+            if "error" in chunk:
+                loop.call_soon_threadsafe(pieces.put_nowait, _as_error(chunk["error"]))
+                return True
+            choice = (chunk.get("choices") or [{}])[0]
+            if text := choice.get("text"):
+                counted[0] += 1
+                self.stats.add(steps=1)  # tokens out: the health check's sign of life
+                loop.call_soon_threadsafe(pieces.put_nowait, text)
+            if reported := chunk.get("usage"):
+                counted[1] = reported.get("completion_tokens", 0)
+                details = reported.get("prompt_tokens_details") or {}
+                usage.cached_tokens = details.get("cached_tokens", 0)
+            return cancelled.is_set()  # True ends this request within a token
+
+        def run() -> None:
+            self.stats.add(active=1)
+            try:
+                request = self._request(prompt, sampling, stop_at_newline)
+                self.server.handle_completions(request, on_chunk)
+            except BaseException as exc:  # handed to the consumer, never lost in the thread
+                loop.call_soon_threadsafe(pieces.put_nowait, exc)
+            finally:
+                self.stats.add(active=-1)
+                loop.call_soon_threadsafe(pieces.put_nowait, None)
+
+        # A thread per request, not the loop's small default pool: requests past the slots wait
+        # in llama.cpp's own queue, and none may starve the others' threads.
+        worker = threading.Thread(target=run, name="llama.cpp request", daemon=True)
+        worker.start()
+        try:
+            while (piece := await pieces.get()) is not None:
+                if isinstance(piece, BaseException):
+                    raise piece
+                yield piece
+        finally:
+            cancelled.set()
+            usage.tokens = max(counted)
+
+    def probe(self) -> None:
+        """Tokens flowed since the last probe, or one token of a fixed prompt comes out.
+
+        Under load every slot may be busy, and a probe would queue behind them: tokens that
+        were produced meanwhile already show that the model works.
+        """
+        steps = self.stats.snapshot()["steps"]
+        if steps != self._probed_steps:
+            self._probed_steps = steps
+            return
+        result = self.server.handle_completions(
+            {"prompt": self.encode("Hello"), "max_tokens": 1, "temperature": 0.0}
+        )
+        if "error" in result or not result.get("choices"):
+            raise ModelUnavailableError(f"The model fails to generate: {result.get('error')}")
+
+    def activity(self) -> dict[str, int]:
+        """Requests running now, and llama.cpp's own count of decoding steps (``llama_decode``
+        calls, each of which advances every busy slot by a token)."""
+        found = re.search(r"^llamacpp:n_decode_total (\d+)", self.server.handle_metrics(), re.M)
+        return {"active": self.stats.active, "steps": int(found.group(1)) if found else 0}
+
+
+def _as_error(error: dict[str, Any]) -> Exception:
+    if error.get("type") == "exceed_context_size_error":
+        return InvalidRequestError(
+            "The conversation is too long for the model's context. Start a new conversation."
+        )
+    return GenerationError(f"The model failed while answering: {error.get('message', error)}")

@@ -1,0 +1,120 @@
+"""The llama.cpp engine on the tiny Llama as a GGUF file: the engine contract, continuous
+batching and prompt reuse, with no Ray."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from serving.config import BatchSettings, ModelSpec
+from serving.engine import Sampling, Usage, load_engine
+from serving.errors import InvalidRequestError
+from serving.llama_engine import LlamaCppEngine
+
+GREEDY = Sampling(max_new_tokens=16)
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_gguf: Path) -> LlamaCppEngine:
+    spec = ModelSpec(source=str(tiny_gguf), threads=1, context_tokens=512)
+    found = load_engine(spec, BatchSettings(max_batch_size=2), GREEDY)
+    assert isinstance(found, LlamaCppEngine)  # engine: auto, a .gguf file, no GPU
+    return found
+
+
+@pytest.fixture(scope="module")
+def long_engine(tiny_causal_long: Path) -> LlamaCppEngine:
+    from tests.tiny_gguf import write_gguf
+
+    spec = ModelSpec(source=str(write_gguf(tiny_causal_long)), threads=1, context_tokens=4096)
+    return load_engine(spec, BatchSettings(max_batch_size=2), GREEDY)
+
+
+async def _reply(engine, prompt: list[int], sampling: Sampling) -> tuple[str, Usage]:
+    usage = Usage()
+    text = "".join([piece async for piece in engine.stream(prompt, sampling, usage)])
+    return text, usage
+
+
+def test_greedy_replies_repeat_and_stop_at_their_cap(engine: LlamaCppEngine):
+    prompt = engine.chat_prompt([{"role": "user", "content": "Hello, how are you today?"}])
+    capped = Sampling(max_new_tokens=5, min_new_tokens=5)
+    first, usage = asyncio.run(_reply(engine, prompt, capped))
+    again, _ = asyncio.run(_reply(engine, prompt, capped))
+    assert usage.tokens == 5 and first == again and first
+
+
+def test_a_request_that_does_not_fit_the_context_is_refused(engine: LlamaCppEngine):
+    prompt = engine.encode("Hello, how are you today? " * 200)
+    assert len(prompt) > engine.context_limit
+    with pytest.raises(InvalidRequestError, match="context"):
+        asyncio.run(_reply(engine, prompt, GREEDY))
+
+
+def test_the_chat_prompt_uses_the_models_own_template(engine: LlamaCppEngine):
+    prompt = engine.chat_prompt([{"role": "user", "content": "Hi"}])
+    assert engine.decode(prompt) == "<|user|>Hi</s><|assistant|>"
+
+
+def test_the_few_shot_prefix_is_read_once_and_reused(engine: LlamaCppEngine):
+    prefix = "French: Bonjour\nEnglish: Hello\n\nFrench: Merci\nEnglish: Thanks\n\n"
+    first = engine.encode(prefix + "French: Il fait beau.\nEnglish:")
+    second = engine.encode(prefix + "French: Allons au parc.\nEnglish:")
+    shared = next(i for i, (a, b) in enumerate(zip(first, second, strict=False)) if a != b)
+    _, cold = asyncio.run(_reply(engine, first, Sampling(max_new_tokens=3)))
+    _, warm = asyncio.run(_reply(engine, second, Sampling(max_new_tokens=3)))
+    assert warm.cached_tokens >= shared - 1 > 10  # the slot kept the shared prefix's KV cache
+    assert cold.cached_tokens < warm.cached_tokens
+
+
+def test_leaving_a_stream_stops_its_generation(long_engine: LlamaCppEngine):
+    endless = Sampling(max_new_tokens=3000, min_new_tokens=3000)
+
+    async def leave_after(count: int) -> None:
+        stream = long_engine.stream(long_engine.encode("Hello"), endless, Usage())
+        seen = 0
+        async for _ in stream:
+            seen += 1
+            if seen == count:
+                break
+        await stream.aclose()
+        for _ in range(200):  # the request's thread ends at its next token
+            if long_engine.activity()["active"] == 0:
+                return
+            await asyncio.sleep(0.01)
+
+    before = long_engine.activity()["steps"]
+    asyncio.run(leave_after(20))
+    stopped = long_engine.activity()
+    assert stopped["active"] == 0
+    assert stopped["steps"] - before < 100  # of 3000: it stopped, not ran on
+
+
+def test_a_new_request_joins_the_running_batch(long_engine: LlamaCppEngine):
+    """Continuous batching: a short request that arrives while a long one decodes gets its
+    first token and its end long before the long one ends, not after it."""
+    long_reply = Sampling(max_new_tokens=1500, min_new_tokens=1500)
+    short_reply = Sampling(max_new_tokens=8, min_new_tokens=8)
+
+    async def race() -> tuple[int, int]:
+        long_usage = Usage()
+        progress: list[int] = []
+
+        async def run_long() -> None:
+            async for _ in long_engine.stream(long_engine.encode("Hello"), long_reply, long_usage):
+                progress.append(1)
+
+        runner = asyncio.create_task(run_long())
+        while len(progress) < 50:
+            await asyncio.sleep(0.001)
+        text, usage = await _reply(long_engine, long_engine.encode("Bonjour"), short_reply)
+        assert usage.tokens == 8
+        at_short_end = len(progress)  # decoded together: about 50 + 8 steps, never 1500
+        await runner
+        return at_short_end, long_usage.tokens
+
+    at_short_end, long_total = asyncio.run(race())
+    assert long_total == 1500
+    assert at_short_end < 500, "the short request waited for the long one"
