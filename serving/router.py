@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
@@ -61,6 +61,48 @@ def english_separator(previous: str) -> str:
 
 
 logger = logging.getLogger("ray.serve")
+
+
+def _silent(seconds: float) -> GenerationError:
+    return GenerationError(f"A model gave no answer for {seconds:.0f} s. Try again in a moment.")
+
+
+async def answered(response: Awaitable[Any], seconds: float) -> Any:
+    """A handle call's result, or ``GenerationError`` after ``seconds`` of waiting."""
+    try:
+        return await asyncio.wait_for(response, seconds)
+    except asyncio.TimeoutError:
+        raise _silent(seconds) from None
+
+
+def _retrieve(task: asyncio.Future) -> None:
+    """Read a left-behind step's end, so that asyncio logs no 'exception never retrieved'."""
+    if not task.cancelled():
+        task.exception()
+
+
+async def within(stream: AsyncIterator[Any], seconds: float) -> AsyncIterator[Any]:
+    """``stream``'s items, failing the turn when the next one takes longer than ``seconds``.
+
+    A handle request to a replica that died, or that waits for a replica that never comes, can
+    otherwise wait for ever: a client must get its reply or an error, never silence.
+    """
+    while True:
+        step = asyncio.ensure_future(anext(stream))
+        try:
+            done, _ = await asyncio.wait({step}, timeout=seconds)
+        finally:
+            if not step.done():  # timed out, or this turn was cancelled meanwhile
+                step.cancel()
+                step.add_done_callback(_retrieve)
+        if not done:
+            raise _silent(seconds)
+        try:
+            item = step.result()
+        except StopAsyncIteration:
+            return
+        yield item
+
 
 # English versions of French texts this replica has seen (OpenAI clients send their history in
 # French): a conversation's history is translated once, not at every turn.
@@ -130,10 +172,11 @@ class Router:
         ``api`` tags the metrics; ``options`` are a client's decoding options (OpenAI API).
         """
         started = time.monotonic()
-        language = await self.detector.detect.remote(request.message)
+        silence = self.settings.model_silence_s
+        language = await answered(self.detector.detect.remote(request.message), silence)
         self.metrics.turn(language, api)
         if language == "fr":
-            message_en = await self.fr_en.translate.remote(request.message)
+            message_en = await answered(self.fr_en.translate.remote(request.message), silence)
             self.metrics.translation.observe(
                 time.monotonic() - started, tags={"direction": "fr-en"}
             )
@@ -141,13 +184,14 @@ class Router:
             message_en = request.message
         history = [turn.model_dump() for turn in request.history]
         english = self.chat.stream.remote(history, message_en, options)
+        replies = within(english, silence)
         end: list[ReplyInfo] = []
         try:
-            prompt: PromptInfo = await anext(english)
+            prompt: PromptInfo = await anext(replies)
             yield start_event(language, message_en, prompt.history_dropped)
             reply_en: list[str] = []
             reply: list[str] = []
-            texts = self._texts(english, end)
+            texts = self._texts(replies, end)
             deltas = (
                 self._relay(texts, reply_en)
                 if language == "en"
@@ -252,7 +296,7 @@ class Router:
                 asked = time.monotonic()
                 french = self.en_fr.stream.remote(item)
                 try:
-                    async for piece in french:
+                    async for piece in within(french, self.settings.model_silence_s):
                         yield delta_event(separator + piece, text_en)
                         separator, text_en = "", None
                 except BaseException:

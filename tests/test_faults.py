@@ -18,25 +18,37 @@ from ray import serve
 
 from bench.run import wait_healthy
 from tests.replicas import replica_names
+from tests.tiny_gguf import write_gguf
 from tests.tiny_models import tiny_config
 
 LONG = 4000
 
 
-@pytest.fixture(scope="module")
-def fault_app(serve_instance: int, tiny_causal_long: Path, tiny_causal: Path, tiny_seq2seq: Path):
+@pytest.fixture(scope="module", params=["llama.cpp", "transformers"])
+def fault_app(
+    request: pytest.FixtureRequest,
+    serve_instance: int,
+    tiny_causal_long: Path,
+    tiny_causal: Path,
+    tiny_seq2seq: Path,
+):
+    """The graph with its causal models (chat, en->fr) on each engine in turn."""
     from serving.app import build_api, build_ui
 
+    engine = request.param
+    long_model = write_gguf(tiny_causal_long) if engine == "llama.cpp" else tiny_causal_long
     fast_health = {"health_check_period_s": 1, "health_check_timeout_s": 10}
     extra = {
         "chat": {
-            "model": {"source": str(tiny_causal_long)},
+            "model": {"source": str(long_model), "context_tokens": LONG + 512},
             "generation": {"max_new_tokens": LONG, "min_new_tokens": LONG},
             "deployment": fast_health,
         },
         "ui": {"api_url": f"ws://127.0.0.1:{serve_instance}/fault/api/chat"},
+        # Short "sentences": French text comes soon, and the en->fr translator is always busy.
+        "router": {"max_sentence_chars": 20},
     }
-    config = tiny_config(tiny_causal, tiny_seq2seq, serve_instance, extra=extra)
+    config = tiny_config(tiny_causal, tiny_seq2seq, serve_instance, extra=extra, engine=engine)
     serve.run(build_api(config), name="fault-api", route_prefix="/fault/api")
     serve.run(build_ui(config), name="fault-ui", route_prefix="/fault")
     base = f"http://127.0.0.1:{serve_instance}/fault"
@@ -155,3 +167,85 @@ def test_the_page_keeps_the_conversation_when_the_chat_replica_dies(fault_app: s
     assert kept == turns  # the stored conversation is intact...
     assert box == "Tell me a long story"  # ...and the message is back in the box to resend
     _replaced(fault_app, "ChatModel", killed)
+
+
+@pytest.mark.parametrize("deployment", ["ChatModel", "TranslatorEnFr"])
+def test_under_load_a_dead_replica_never_leaves_a_turn_silent(
+    request: pytest.FixtureRequest, fault_app: str, deployment: str
+):
+    """8 French conversations at once over the OpenAI API; one model replica is killed while
+    all of them stream. Each turn ends with its reply or a coded error, and none goes quiet
+    for 30 s (the router's model_silence_s is 25 s); the next turn is answered."""
+    import httpx
+
+    # transformers batches statically: a request waits for a running batch to end, so its
+    # replies are kept short enough that all 8 stream within the router's 25 s of silence.
+    tokens = 1500 if request.node.callspec.params["fault_app"] == "llama.cpp" else 300
+
+    async def conversation(client: httpx.AsyncClient, streaming: asyncio.Event, log: list):
+        body = {
+            "model": "polyglot-chat",
+            "messages": [{"role": "user", "content": "Bonjour, comment allez-vous ?"}],
+            "stream": True,
+            "max_tokens": tokens,
+        }
+        async with client.stream("POST", f"{fault_app}/api/v1/chat/completions", json=body) as r:
+            async for line in r.aiter_lines():
+                if not line.startswith("data: "):
+                    continue
+                data = line[len("data: ") :]
+                log.append((time.monotonic(), data))
+                if data != "[DONE]" and any(
+                    choice.get("delta", {}).get("content")
+                    for choice in json.loads(data).get("choices", [])
+                ):
+                    streaming.set()  # the reply's first text has come
+                if data == "[DONE]":
+                    return
+
+    async def scenario() -> tuple[float, list[list]]:
+        logs: list[list] = [[] for _ in range(8)]
+        started = [asyncio.Event() for _ in range(8)]
+        async with httpx.AsyncClient(timeout=httpx.Timeout(120)) as client:
+            turns = [
+                asyncio.create_task(conversation(client, started[i], logs[i])) for i in range(8)
+            ]
+            await asyncio.wait_for(asyncio.gather(*(e.wait() for e in started)), 120)
+            killed_at = time.monotonic()
+            killed = await asyncio.to_thread(_kill, deployment)
+            await asyncio.wait_for(asyncio.gather(*turns), 90)
+        await asyncio.to_thread(_replaced, fault_app, deployment, killed)
+        return killed_at, logs
+
+    killed_at, logs = asyncio.run(scenario())
+    running, errors = 0, 0
+    for log in logs:
+        assert log[-1][1] == "[DONE]"
+        times = [killed_at] + [at for at, _ in log if at >= killed_at]
+        if len(times) == 1:
+            continue  # it had ended before the kill
+        running += 1
+        quiet = max(b - a for a, b in zip(times, times[1:], strict=False))
+        ends = [(round(at - killed_at, 1), data[:120]) for at, data in log[-3:]]
+        assert quiet < 30, f"a turn went quiet for {quiet:.0f} s; its last events: {ends}"
+        last = json.loads(log[-2][1])
+        if "error" in last:
+            assert last["error"]["code"] == "generation_failed", last
+            errors += 1
+        else:
+            assert last["choices"][0]["finish_reason"] in ("stop", "length"), last
+    assert running >= 4, "too few turns were still running when the replica died"
+    if deployment == "ChatModel":
+        # Turns whose English was all written were only translating: they end normally.
+        assert errors >= 1, "the kill cut no turn short"
+    answer = httpx.post(  # the next turn, short: this graph's replies are 4000 tokens long
+        f"{fault_app}/api/v1/chat/completions",
+        json={
+            "model": "polyglot-chat",
+            "messages": [{"role": "user", "content": "Salut !"}],
+            "max_tokens": 12,
+        },
+        timeout=60,
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["choices"][0]["message"]["content"].strip()
