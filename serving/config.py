@@ -80,18 +80,6 @@ class GenerationSettings(_Strict):
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass (with do_sample).")
     repetition_penalty: float = Field(1.0, gt=0, description="Penalty on repeated tokens.")
 
-    def generate_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {
-            "max_new_tokens": self.max_new_tokens,
-            "min_new_tokens": self.min_new_tokens,
-            "do_sample": self.do_sample,
-            "repetition_penalty": self.repetition_penalty,
-            "num_beams": 1,  # token streaming needs a single beam (Blenderbot defaults to 10)
-        }
-        if self.do_sample:
-            kwargs.update(temperature=self.temperature, top_p=self.top_p)
-        return kwargs
-
 
 class BatchSettings(_Strict):
     """Concurrent requests decoded together. llama.cpp: that many slots, and a request joins the

@@ -53,6 +53,9 @@ class LlamaCppEngine:
         # Split evenly: each slot has its own part of the KV cache, reserved up front.
         params.n_ctx = (spec.context_tokens or DEFAULT_CONTEXT) * self.slots
         params.kv_unified = False
+        # Sliding-window layers (Gemma 3) otherwise keep too little KV for a prefix to be reused,
+        # and every few-shot prompt is read again; a slot no longer than the window costs nothing.
+        params.swa_full = True
         threads = spec.threads or 1
         params.cpuparams.n_threads = threads
         params.cpuparams_batch.n_threads = threads  # defaults to every core otherwise
