@@ -73,11 +73,15 @@ def summarize(samples: list[Sample], tokens_per_request: int) -> dict[str, float
         "total_p50_s": percentile((s.total for s in samples), 0.5),
         "total_p95_s": percentile((s.total for s in samples), 0.95),
         "tokens_per_s": tokens_per_request * len(samples) / sum(s.total for s in samples),
+        # After the first token: the engine's decoding speed as this layer's client sees it.
+        "decode_tokens_per_s": (tokens_per_request - 1)
+        * len(samples)
+        / sum(max(s.total - s.ttft, 1e-9) for s in samples),
     }
 
 
 async def direct_pieces(model, message: str) -> AsyncIterator[str]:
-    """The limit: ``ChatModel.stream`` called in this process (generate + streamer)."""
+    """The limit: ``ChatModel.stream`` in this process, on the same engine as the replicas."""
     stream = model.stream([], message)
     await anext(stream)  # PromptInfo
     async for piece in stream:

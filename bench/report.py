@@ -1,4 +1,4 @@
-"""The benchmark's markdown table and plot, from its results."""
+"""The benchmark's markdown tables and plot, from its results: one row per engine and case."""
 
 from __future__ import annotations
 
@@ -6,70 +6,109 @@ from pathlib import Path
 from typing import Any
 
 LAYERS = {
-    "direct": "1. direct `generate` + streamer (the limit)",
+    "direct": "1. direct `ChatModel.stream`, same engine, in-process (the limit)",
     "handle": "2. Serve DeploymentHandle",
     "websocket": "3. WebSocket API",
     "gradio": "4. Gradio page API (gradio_client)",
 }
 
 
-def write_markdown(results: dict[str, Any], path: Path) -> str:
+def _layers(results: dict[str, Any]) -> list[str]:
     lines = [
-        f"Mode: {results['mode']} ({results['chat_model']}), {results['machine']['cpus']} CPUs, "
-        f"{results['settings']['tokens']} tokens per reply, greedy.",
-        "",
-        "| layer | TTFT p50 | TTFT p95 | over direct (p50) | inter-token p50 | total p50 | total "
-        "p95 | tokens/s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| engine | layer | TTFT p50 | TTFT p95 | over direct (p50) | gap between pieces p50 | "
+        "decode tokens/s | total p50 | total p95 |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for name, label in LAYERS.items():
-        row = results["layers"][name]
-        lines.append(
-            f"| {label} | {row['ttft_p50_ms']:.0f} ms | {row['ttft_p95_ms']:.0f} ms | "
-            f"+{row['ttft_over_direct_ms']:.0f} ms (×{row['ttft_ratio']:.2f}) | "
-            f"{row['itl_p50_ms']:.1f} ms (×{row['itl_ratio']:.2f}) | {row['total_p50_s']:.2f} s | "
-            f"{row['total_p95_s']:.2f} s | {row['tokens_per_s']:.1f} |"
-        )
-    lines += [
-        "",
-        "| concurrent conversations | batching | aggregate tokens/s | × one | × batching off | "
-        "TTFT p50 | TTFT p95 | total p50 | total p95 | errors |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    sweeps = [("on", results["concurrency"]), ("off", results["concurrency_no_batching"])]
-    for level in results["concurrency"]:
-        for mode, sweep in sweeps:
-            row = sweep[level]
-            gain = f"×{row['batching_gain']:.2f}" if "batching_gain" in row else ""
+    for engine, found in results["engines"].items():
+        for name, label in LAYERS.items():
+            row = found["layers"][name]
             lines.append(
-                f"| {level} | {mode} | {row['aggregate_tokens_per_s']:.1f} | "
-                f"×{row['gain_over_one']:.2f} | {gain} | "
-                f"{row.get('ttft_p50_ms', float('nan')):.0f} ms | "
-                f"{row.get('ttft_p95_ms', float('nan')):.0f} ms | "
-                f"{row.get('total_p50_s', float('nan')):.1f} s | "
-                f"{row.get('total_p95_s', float('nan')):.1f} s | {row['errors']} |"
+                f"| {engine} | {label} | {row['ttft_p50_ms']:.0f} ms | {row['ttft_p95_ms']:.0f} ms"
+                f" | {row['ttft_over_direct_ms']:+.0f} ms (×{row['ttft_ratio']:.2f}) | "
+                f"{row['itl_p50_ms']:.1f} ms (×{row['itl_ratio']:.2f}) | "
+                f"{row['decode_tokens_per_s']:.1f} | {row['total_p50_s']:.2f} s | "
+                f"{row['total_p95_s']:.2f} s |"
             )
-    lines += [
-        "",
-        "| French prompt | English sentences | first French text, streaming | first text, "
-        "translate-after-reply | × sooner | streaming done |",
-        "| --- | --- | --- | --- | --- | --- |",
+    return lines
+
+
+def _concurrency(results: dict[str, Any]) -> list[str]:
+    lines = [
+        "| engine | concurrent conversations | batching | aggregate tokens/s | × one | "
+        "TTFT p50 | TTFT p95 | TTFT p95 / one's p50 | total p50 | total p95 | errors |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for row in results["french"]["prompts"]:
+    for engine, found in results["engines"].items():
+        sweeps = [("on", found["concurrency"])]
+        if "concurrency_no_batching" in found:
+            sweeps.append(("off", found["concurrency_no_batching"]))
+        for mode, sweep in sweeps:
+            single = next(iter(sweep.values())).get("ttft_p50_ms", float("nan"))
+            for level, row in sweep.items():
+                p95 = row.get("ttft_p95_ms", float("nan"))
+                lines.append(
+                    f"| {engine} | {level} | {mode} | {row['aggregate_tokens_per_s']:.1f} | "
+                    f"×{row['gain_over_one']:.2f} | {row.get('ttft_p50_ms', float('nan')):.0f} ms"
+                    f" | {p95:.0f} ms | ×{p95 / single:.1f} | "
+                    f"{row.get('total_p50_s', float('nan')):.1f} s | "
+                    f"{row.get('total_p95_s', float('nan')):.1f} s | {row['errors']} |"
+                )
+    return lines
+
+
+def _french(results: dict[str, Any]) -> list[str]:
+    lines = [
+        "| engine | French prompt | English sentences | first French text, streaming | "
+        "first text, translate-after-reply | × sooner | streaming done |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for engine, found in results["engines"].items():
+        for row in found["french"]["prompts"]:
+            lines.append(
+                f"| {engine} | {row['prompt']} | {row['sentences']} | "
+                f"{row['streaming_first_text_s']:.1f} s | "
+                f"{row['translate_after_reply_first_text_s']:.1f} s | ×{row['speedup']:.1f} | "
+                f"{row['streaming_done_s']:.1f} s |"
+            )
+    return lines
+
+
+def _engines(results: dict[str, Any]) -> list[str]:
+    lines = [
+        "| engine | fr→en per sentence p50 | en→fr per sentence p50 | first deploy to healthy | "
+        "deploy, cache warm | memory after the sweep (PSS) | peak memory in the sweep |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for engine, found in results["engines"].items():
+        startup, memory, tr = found["startup"], found["memory"], found["translation"]
         lines.append(
-            f"| {row['prompt']} | {row['sentences']} | {row['streaming_first_text_s']:.1f} s | "
-            f"{row['translate_after_reply_first_text_s']:.1f} s | ×{row['speedup']:.1f} | "
-            f"{row['streaming_done_s']:.1f} s |"
+            f"| {engine} | {tr['TranslatorFrEn']['p50_s']:.2f} s | "
+            f"{tr['TranslatorEnFr']['p50_s']:.2f} s | "
+            f"{startup['first_deploy_to_healthy_s']:.1f} s ({startup['first_deploy_cache']}) | "
+            f"{startup['cached_deploy_to_healthy_s']:.1f} s | {memory['total_mib']} MiB "
+            f"({memory['processes']} processes) | {memory['peak_mib']} MiB |"
         )
-    startup, memory = results["startup"], results["memory"]
-    lines += [
+    return lines
+
+
+def write_markdown(results: dict[str, Any], path: Path) -> str:
+    first = next(iter(results["engines"].values()))
+    lines = [
+        f"Mode: {results['mode']} ({first['chat_model']}), {results['machine']['cpus']} CPUs, "
+        f"{results['settings']['tokens']} tokens per reply, greedy. Ray started in "
+        f"{results['ray_start_s']:.1f} s.",
         "",
-        f"Start-up: Ray {startup['ray_start_s']:.1f} s; first deploy to healthy "
-        f"{startup['first_deploy_to_healthy_s']:.1f} s (cache {startup['first_deploy_cache']}); "
-        f"deploy with cached weights {startup['cached_deploy_to_healthy_s']:.1f} s. "
-        f"Memory of the whole app (PSS, {memory['processes']} processes): "
-        f"{memory['total_mib']} MiB.",
+        *_layers(results),
+        "",
+        *_concurrency(results),
+        "",
+        *_french(results),
+        "",
+        *_engines(results),
     ]
+    if results.get("comparison"):
+        lines += ["", "| llama.cpp over transformers, this run | ratio |", "| --- | --- |"]
+        lines += [f"| {name} | ×{value:.2f} |" for name, value in results["comparison"].items()]
     text = "\n".join(lines) + "\n"
     path.write_text(text)
     return text
@@ -82,21 +121,17 @@ def write_plot(results: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, (latency, throughput) = plt.subplots(1, 2, figsize=(10, 4))
-    sweeps = [
-        ("batching", results["concurrency"]),
-        ("no batching", results["concurrency_no_batching"]),
-    ]
-    for mode, sweep in sweeps:
-        rows = list(sweep.values())
+    for engine, found in results["engines"].items():
+        rows = list(found["concurrency"].values())
         levels = [row["concurrency"] for row in rows]
-        style = "-" if mode == "batching" else ":"
-        for key, label in [("ttft_p50_ms", "first token p50"), ("total_p50_s", "reply p50")]:
+        for key, label, style in [
+            ("ttft_p95_ms", "first token p95", ":"),
+            ("total_p50_s", "reply p50", "-"),
+        ]:
             scale = 1000 if key.endswith("_ms") else 1
             values = [row.get(key, float("nan")) / scale for row in rows]
-            latency.plot(levels, values, "o" + style, label=f"{label}, {mode}")
-        throughput.plot(
-            levels, [row["aggregate_tokens_per_s"] for row in rows], "o" + style, label=mode
-        )
+            latency.plot(levels, values, "o" + style, label=f"{label}, {engine}")
+        throughput.plot(levels, [row["aggregate_tokens_per_s"] for row in rows], "o-", label=engine)
     latency.set(xlabel="concurrent conversations", ylabel="seconds", title="Latency (WebSocket)")
     latency.set_xscale("log", base=2)
     latency.legend(fontsize=8)

@@ -1,7 +1,12 @@
 """The benchmark: each layer of the stack against the chat model's own speed, in one run.
 
-    make bench                      # the real offline models (the README's numbers)
+    make bench                      # the real offline models on both engines (the README's numbers)
     make bench ARGS="--tiny"        # tiny local models: exercises the script in a minute or two
+    make bench ARGS="--engines llama.cpp"   # one engine only
+
+Every table has an engine column: llama.cpp and transformers run the same GGUF files, prompts
+and code path, one after the other on the same Ray cluster, so their ratios compare like with
+like.
 
 Writes bench/results.json, bench/results.md and assets/bench_concurrency.png.
 """
@@ -13,8 +18,10 @@ import asyncio
 import json
 import os
 import platform
+import random
 import socket
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +33,7 @@ from bench.measure import (
     direct_pieces,
     gradio_sample,
     handle_pieces,
+    percentile,
     socket_pieces,
     summarize,
     timed,
@@ -57,9 +65,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tiny", action="store_true", help="tiny local models (a quick check)")
     parser.add_argument("--requests", type=int, default=8, help="requests per layer")
     parser.add_argument("--tokens", type=int, default=64, help="tokens per reply (fixed)")
-    parser.add_argument("--concurrency", default="1,4,8,16", help="concurrent conversations")
+    parser.add_argument("--concurrency", default="1,4,8", help="concurrent conversations")
     parser.add_argument("--turns", type=int, default=2, help="turns per conversation in the sweep")
     parser.add_argument("--french", type=int, default=4, help="French prompts")
+    parser.add_argument("--sentences", type=int, default=8, help="sentences translated alone")
+    parser.add_argument(
+        "--engines", default="llama.cpp,transformers", help="engines to run, in this order"
+    )
+    parser.add_argument(
+        "--batching-off", action="store_true", help="also run the sweep with batching off"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="shuffles the layers' order per round")
     parser.add_argument("--cold", action="store_true", help="also time a start with no cache")
     parser.add_argument("--out", default="bench/results.json")
     parser.add_argument("--plot", default="assets/bench_concurrency.png")
@@ -73,8 +89,9 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def bench_config(args: argparse.Namespace, port: int, workdir: Path) -> AppConfig:
-    """Greedy replies of exactly ``--tokens`` tokens, so every layer does the same work."""
+def bench_config(args: argparse.Namespace, port: int, workdir: Path, engine: str) -> AppConfig:
+    """Greedy replies of exactly ``--tokens`` tokens, so every layer does the same work; every
+    model on ``engine``."""
     fixed = {
         "chat": {
             "generation": {
@@ -85,13 +102,17 @@ def bench_config(args: argparse.Namespace, port: int, workdir: Path) -> AppConfi
         },
         "http": {"port": port},
     }
-    if not args.tiny:
-        return load_config("offline", overrides=fixed)
-    from tests.tiny_models import build_causal, build_seq2seq, tiny_config
+    if args.tiny:
+        from tests.tiny_models import build_causal, build_seq2seq, tiny_config
 
-    causal = build_causal(workdir / "causal", positions=4096)
-    seq2seq = build_seq2seq(workdir / "seq2seq")
-    return tiny_config(causal, seq2seq, port, extra=fixed)
+        causal, seq2seq = workdir / "causal", workdir / "seq2seq"
+        if not causal.exists():
+            build_causal(causal, positions=4096)
+            build_seq2seq(seq2seq)
+        return tiny_config(causal, seq2seq, port, extra=fixed, engine=engine)
+    for role in ("chat", "translate_fr_en", "translate_en_fr"):
+        fixed.setdefault(role, {})["model"] = {"engine": engine}
+    return load_config("offline", overrides=fixed)
 
 
 def wait_healthy(base_url: str, timeout: float = 900) -> None:
@@ -155,33 +176,37 @@ def app_memory_mib() -> dict[str, float]:
 
 
 async def layers(config: AppConfig, base_url: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Scenarios 1-4 on the same prompts, round-robin so that machine noise hits all alike."""
+    """Scenarios 1-4 on the same prompts, in a new random order each round, so that machine
+    noise and warm caches favour no layer."""
     import websockets
     from gradio_client import Client
     from ray import serve
 
     from serving.chat import ChatModel
 
-    direct = ChatModel(config.chat)
+    direct = ChatModel(config.chat)  # the same engine and code path, in this process
     handle = serve.get_deployment_handle("ChatModel", app_name="api").options(stream=True)
     page = Client(base_url + "/", verbose=False)
     ws_url = base_url.replace("http://", "ws://") + "/api/chat"
     prompts = (ENGLISH * ((args.requests // len(ENGLISH)) + 1))[: args.requests]
     samples: dict[str, list[Sample]] = {"direct": [], "handle": [], "websocket": [], "gradio": []}
+    order = random.Random(args.seed)
     async with websockets.connect(ws_url, max_size=None) as socket_:
+        clients = {
+            "direct": lambda prompt: timed(direct_pieces(direct, prompt)),
+            "handle": lambda prompt: timed(handle_pieces(handle, prompt)),
+            "websocket": lambda prompt: timed(socket_pieces(socket_, prompt)),
+            "gradio": lambda prompt: asyncio.to_thread(gradio_sample, page, prompt),
+        }
         for round_, prompt in enumerate(["Hello!", *prompts]):  # the first round warms up
-            results = {
-                "direct": await timed(direct_pieces(direct, prompt)),
-                "handle": await timed(handle_pieces(handle, prompt)),
-                "websocket": await timed(socket_pieces(socket_, prompt)),
-                "gradio": await asyncio.to_thread(gradio_sample, page, prompt),
-            }
-            if round_:
-                for name, sample in results.items():
+            names = list(clients)
+            order.shuffle(names)
+            for name in names:
+                sample = await clients[name](prompt)
+                if round_:
                     samples[name].append(sample)
             print(f"  layers {round_}/{len(prompts)}", flush=True)
     page.close()
-    del direct
     summary = {name: summarize(found, args.tokens) for name, found in samples.items()}
     limit = summary["direct"]
     for row in summary.values():
@@ -189,6 +214,45 @@ async def layers(config: AppConfig, base_url: str, args: argparse.Namespace) -> 
         row["ttft_ratio"] = row["ttft_p50_ms"] / limit["ttft_p50_ms"]
         row["itl_ratio"] = row["itl_p50_ms"] / limit["itl_p50_ms"]
     return summary
+
+
+class PeakMemory:
+    """Samples the whole app's PSS every second in a thread; ``peak_mib`` is the highest seen."""
+
+    def __init__(self) -> None:
+        self.peak_mib = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            self.peak_mib = max(self.peak_mib, app_memory_mib()["total_mib"])
+
+    def __enter__(self) -> PeakMemory:
+        self.peak_mib = app_memory_mib()["total_mib"]
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+async def translation(args: argparse.Namespace) -> dict[str, Any]:
+    """One sentence at a time through each translator's handle: seconds per sentence."""
+    from ray import serve
+
+    rows = {}
+    for name, sentences in (("TranslatorFrEn", FRENCH), ("TranslatorEnFr", ENGLISH)):
+        handle = serve.get_deployment_handle(name, app_name="api")
+        await handle.translate.remote(sentences[0])  # warm up
+        times = []
+        for sentence in (sentences * 4)[: args.sentences]:
+            started = time.perf_counter()
+            await handle.translate.remote(sentence)
+            times.append(time.perf_counter() - started)
+        rows[name] = {"sentences": len(times), "p50_s": percentile(times, 0.5)}
+    return rows
 
 
 async def concurrency(base_url: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -271,16 +335,46 @@ async def french(base_url: str, args: argparse.Namespace) -> dict[str, Any]:
     return {"prompts": rows}
 
 
+def run_engine(config: AppConfig, base_url: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Every measurement of one engine: start-up, layers, concurrency, French, translation."""
+    from ray import serve
+
+    found: dict[str, Any] = {"chat_model": config.chat.model.source}
+    startup = {"first_deploy_to_healthy_s": deploy(config, base_url)}
+    startup["first_deploy_cache"] = "empty" if args.cold else "as found"
+    for app in ("ui", "api"):
+        serve.delete(app)
+    startup["cached_deploy_to_healthy_s"] = deploy(config, base_url)
+    found["startup"] = startup
+    print(f"  start-up: {startup}", flush=True)
+    found["layers"] = asyncio.run(layers(config, base_url, args))
+    with PeakMemory() as memory:
+        found["concurrency"] = asyncio.run(concurrency(base_url, args))
+    found["memory"] = {**app_memory_mib(), "peak_mib": round(memory.peak_mib)}
+    found["french"] = asyncio.run(french(base_url, args))
+    found["translation"] = asyncio.run(translation(args))
+    if args.batching_off:
+        print("  the same sweep with batching off:", flush=True)
+        redeploy_api(without_batching(config), base_url)
+        found["concurrency_no_batching"] = asyncio.run(concurrency(base_url, args))
+        for level, row in found["concurrency"].items():
+            off = found["concurrency_no_batching"][level]["aggregate_tokens_per_s"]
+            row["batching_gain"] = row["aggregate_tokens_per_s"] / off
+    for app in ("ui", "api"):
+        serve.delete(app)
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     workdir = Path(tempfile.mkdtemp(prefix="polyglot-bench-"))
-    if args.cold:  # an empty weights cache: the first start converts the GGUF files
+    if args.cold:  # an empty weights cache: transformers converts the GGUF files again
         os.environ["POLYGLOT_CACHE"] = str(workdir / "cache")
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
-    config = bench_config(args, port, workdir)
+    engines = [name.strip() for name in args.engines.split(",") if name.strip()]
 
     import ray
     from ray import serve
@@ -293,33 +387,21 @@ def main(argv: list[str] | None = None) -> int:
             "platform": platform.platform(),
         },
         "settings": {k: v for k, v in vars(args).items() if k not in ("out", "plot")},
-        "chat_model": config.chat.model.source,
+        "engines": {},
     }
     started = time.perf_counter()
     ray.init(address="local", include_dashboard=False, logging_level="ERROR")
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    startup = {"ray_start_s": time.perf_counter() - started}
-    startup["first_deploy_to_healthy_s"] = deploy(config, base_url)
-    startup["first_deploy_cache"] = "empty" if args.cold else "as found"
-    for app in ("ui", "api"):
-        serve.delete(app)
-    startup["cached_deploy_to_healthy_s"] = deploy(config, base_url)
-    results["startup"] = startup
-    print(f"  start-up: {startup}", flush=True)
+    results["ray_start_s"] = time.perf_counter() - started
     try:
-        results["layers"] = asyncio.run(layers(config, base_url, args))
-        results["memory"] = app_memory_mib()
-        results["concurrency"] = asyncio.run(concurrency(base_url, args))
-        results["french"] = asyncio.run(french(base_url, args))
-        print("  the same sweep with batching off:", flush=True)
-        redeploy_api(without_batching(config), base_url)
-        results["concurrency_no_batching"] = asyncio.run(concurrency(base_url, args))
-        for level, row in results["concurrency"].items():
-            off = results["concurrency_no_batching"][level]["aggregate_tokens_per_s"]
-            row["batching_gain"] = row["aggregate_tokens_per_s"] / off
+        for engine in engines:
+            print(f"engine {engine}:", flush=True)
+            config = bench_config(args, port, workdir, engine)
+            results["engines"][engine] = run_engine(config, base_url, args)
     finally:
         serve.shutdown()
         ray.shutdown()
+    results["comparison"] = compare(results["engines"])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
@@ -327,6 +409,29 @@ def main(argv: list[str] | None = None) -> int:
     write_plot(results, Path(args.plot))
     print(markdown)
     return 0
+
+
+def compare(engines: dict[str, Any]) -> dict[str, float]:
+    """The issue's targets as ratios of llama.cpp over transformers, measured in this run."""
+    fast, slow = engines.get("llama.cpp"), engines.get("transformers")
+    if not fast or not slow:
+        return {}
+
+    def ratio(path: list[str], inverse: bool = False) -> float:
+        a, b = fast, slow
+        for key in path:
+            a, b = a[key], b[key]
+        return b / a if inverse else a / b
+
+    return {
+        "websocket_decode_tokens_per_s": ratio(["layers", "websocket", "decode_tokens_per_s"]),
+        "translation_en_fr_speedup": ratio(["translation", "TranslatorEnFr", "p50_s"], True),
+        "translation_fr_en_speedup": ratio(["translation", "TranslatorFrEn", "p50_s"], True),
+        "aggregate_tokens_per_s_at_8": ratio(["concurrency", "8", "aggregate_tokens_per_s"])
+        if "8" in fast["concurrency"]
+        else float("nan"),
+        "peak_memory": ratio(["memory", "peak_mib"]),
+    }
 
 
 if __name__ == "__main__":
