@@ -101,7 +101,6 @@ class Engine(Protocol):
     name: str  # "llama.cpp" or "transformers": logs, metrics, the benchmark's engine column
     is_encoder_decoder: bool
     context_limit: int  # most tokens one request may hold, prompt and reply together
-    bos_token_id: int | None
 
     def encode(self, text: str, special: bool = True) -> list[int]:
         """Token ids of ``text``; ``special`` adds the model's own start token where it has one

@@ -73,7 +73,6 @@ class LlamaCppEngine:
         self.context_limit = self._call("GET", "/props")["default_generation_settings"]["n_ctx"]
         self.stats = GenerationStats()
         self._probed_steps = 0
-        self.bos_token_id = (self.encode("", special=True) or [None])[0]
         logger.info(
             "Loaded %s on llama.cpp (%d slots of %d tokens, %d threads) in %.1f s",
             path.name,

@@ -52,7 +52,6 @@ class TransformersEngine:
         self.tokenizer = self.lm.tokenizer
         self.is_encoder_decoder = self.lm.is_encoder_decoder
         self.context_limit = self.lm.context_limit
-        self.bos_token_id = self.tokenizer.bos_token_id
         self.sampling = sampling  # what a batch decodes with; other requests generate alone
         self.stats = GenerationStats()
         self.batching = batching.enabled and in_serve_replica()
