@@ -188,7 +188,10 @@ async def stream_batch(
 
     try:
         while not all(stopped):
-            ready = any(texts) or any(f and not s for f, s in zip(finished, stopped, strict=True))
+            ready = any(
+                (text or done) and not gone
+                for text, done, gone in zip(texts, finished, stopped, strict=True)
+            )
             if not ready:
                 take(await events.get())
             while not events.empty():
@@ -201,7 +204,7 @@ async def stream_batch(
                     # Its caller left: end its stream at once. Serve makes a new future for
                     # each step it hands over, and one made after the caller left is never read.
                     step.append(StopIteration)
-                    stopped[row] = True
+                    stopped[row], texts[row] = True, ""
                 elif texts[row]:
                     step.append(texts[row])
                     texts[row] = ""
