@@ -107,8 +107,17 @@ class Engine(Protocol):
         (a chat template writes its own)."""
         ...
 
+    def decode(self, ids: list[int]) -> str:
+        """The text of token ids, special tokens included (prompts, in tests and logs)."""
+        ...
+
     def render_chat(self, messages: list[Message]) -> str:
         """The conversation in the model's own chat template, ready for the reply."""
+        ...
+
+    def chat_prompt(self, messages: list[Message]) -> list[int]:
+        """``render_chat``'s text as token ids, tokenised the way this engine's own chat
+        route does it (what ``ChatModel`` counts and sends)."""
         ...
 
     def stream(
