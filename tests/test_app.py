@@ -333,18 +333,22 @@ def test_a_deployment_gets_its_own_runtime_env_from_config(tiny_app: str):
         serve.delete("renv")
 
 
-def test_concurrent_replies_share_one_generate_in_the_replica(tiny_app: str):
-    """@serve.batch in the ChatModel replica: six replies at once take far fewer decoding steps
-    than six one after the other, and each still streams its own text."""
-    chat = serve.get_deployment_handle("ChatModel", app_name="api").options(stream=True)
-    plain = serve.get_deployment_handle("ChatModel", app_name="api")
+def test_concurrent_replies_share_decoding_steps_in_the_replica(long_app: str):
+    """Continuous batching in the ChatModel replica: six replies at once take far fewer decoding
+    steps than six one after the other, and each still streams its own text.
+
+    The replies are 300 tokens each (the long graph never stops early), so they overlap however
+    the six requests are spread out on their way to the replica.
+    """
+    chat = serve.get_deployment_handle("ChatModel", app_name="long-api").options(stream=True)
+    plain = serve.get_deployment_handle("ChatModel", app_name="long-api")
     prompts = [
         f"Tell me something about {topic}."
         for topic in ["cats", "rain", "maps", "tea", "snow", "bees"]
     ]
 
     async def reply(prompt: str) -> list:
-        return [item async for item in chat.stream.remote([], prompt)]
+        return [item async for item in chat.stream.remote([], prompt, {"max_new_tokens": 300})]
 
     async def together() -> list:
         return await asyncio.gather(*(reply(prompt) for prompt in prompts))
@@ -353,6 +357,7 @@ def test_concurrent_replies_share_one_generate_in_the_replica(tiny_app: str):
     replies = asyncio.run(together())
     steps = plain.activity.remote().result()["steps"] - before
     tokens = [items[-1].completion_tokens for items in replies]
+    assert tokens == [300] * 6
     assert all("".join(items[1:-1]).strip() for items in replies)
     assert steps < sum(tokens) / 2, f"{steps} decoding steps for {tokens} tokens: not batched"
 
