@@ -124,6 +124,15 @@ class ModelSpec(_Strict):
             "of batching.max_batch_size slots; default 2048."
         ),
     )
+    prompt_cache_mib: int = Field(
+        0,
+        ge=0,
+        description=(
+            "llama.cpp: memory (MiB) for the KV of prompts pushed out of their slot, to be read "
+            "back when that conversation returns. 0 (the default) keeps none: llama.cpp's own "
+            "default of 8 GiB lets a replica grow with every distinct prompt it has served."
+        ),
+    )
     kind: Literal["auto", "causal", "seq2seq"] = Field(
         "auto", description="Architecture family; 'auto' reads it from the model config."
     )

@@ -56,6 +56,10 @@ class LlamaCppEngine:
         # Sliding-window layers (Gemma 3) otherwise keep too little KV for a prefix to be reused,
         # and every few-shot prompt is read again; a slot no longer than the window costs nothing.
         params.swa_full = True
+        # A slot's last prompt is copied to host memory before the slot takes another one;
+        # llama.cpp's default cap (8 GiB) makes that a slow leak: a translator grows ~1.5 MB per
+        # sentence, for a prefix its slots keep anyway.
+        params.cache_ram_mib = spec.prompt_cache_mib
         threads = spec.threads or 1
         params.cpuparams.n_threads = threads
         params.cpuparams_batch.n_threads = threads  # defaults to every core otherwise

@@ -118,3 +118,29 @@ def test_a_new_request_joins_the_running_batch(long_engine: LlamaCppEngine):
     at_short_end, long_total = asyncio.run(race())
     assert long_total == 1500
     assert at_short_end < 500, "the short request waited for the long one"
+
+
+def _anonymous_mib() -> float:
+    """This process's private memory: where llama.cpp keeps KV caches and copies of them."""
+    with open("/proc/self/smaps_rollup") as rollup:
+        line = next(line for line in rollup if line.startswith("Anonymous:"))
+    return int(line.split()[1]) / 1024
+
+
+def test_memory_stays_flat_however_many_distinct_prompts_pass_through(
+    long_engine: LlamaCppEngine,
+):
+    """llama.cpp's own default copies each prompt that leaves its slot into host memory, up to
+    8 GiB: a replica would grow with every conversation it has served. Here 24 prompts of 3300
+    tokens each take turns in two slots: each copy would be about 1 MiB."""
+
+    async def serve_prompts(first: int, count: int) -> None:
+        for number in range(first, first + count):
+            text = f"Conversation {number}: " + "the cat sat on the mat " * 300
+            await _reply(long_engine, long_engine.encode(text), Sampling(max_new_tokens=1))
+
+    asyncio.run(serve_prompts(0, 2))  # both slots have held a long prompt
+    before = _anonymous_mib()
+    asyncio.run(serve_prompts(2, 24))
+    grown = _anonymous_mib() - before
+    assert grown < 12, f"{grown:.0f} MiB more after 24 prompts"
