@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from typing import Any
 
 from serving.config import ChatSettings
 from serving.engine import Engine, EngineDeployment, Message, Sampling, Usage, load_engine
 from serving.errors import InvalidRequestError
+from serving.pacing import paced
 from serving.protocol import PromptInfo, ReplyInfo
 
 logger = logging.getLogger(__name__)
@@ -83,7 +85,9 @@ class ChatModel(EngineDeployment):
             logger.info("Prompt cut to fit the model's context: %s", info)
         yield info
         usage = Usage()
-        async for piece in self.engine.stream(prompt, sampling, usage):
-            yield piece
+        pieces = paced(self.engine.stream(prompt, sampling, usage), self.settings.stream_interval_s)
+        async with aclosing(pieces):  # a caller that leaves stops the engine at once
+            async for piece in pieces:
+                yield piece
         limit = sampling.max_new_tokens
         yield ReplyInfo(usage.tokens, "length" if usage.tokens >= limit else "stop")

@@ -180,6 +180,16 @@ class ChatSettings(_Strict):
         "</s><s>", description="Joins history turns for seq2seq chat models (Blenderbot's)."
     )
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
+    stream_interval_s: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description=(
+            "Shortest time between two pieces of a reply: tokens that come sooner go out joined "
+            "(the first at once). Fewer messages through Serve leave more CPU for decoding; "
+            "0 sends each token alone."
+        ),
+    )
     batching: BatchSettings = Field(default_factory=BatchSettings)
     deployment: DeploymentSettings = Field(default_factory=DeploymentSettings)
 

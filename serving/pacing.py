@@ -1,0 +1,66 @@
+"""Paces a stream of text: the first piece at once, then at most one piece per interval.
+
+Each piece of a reply crosses two Serve hops (ChatModel to Router, Router to the proxy) and the
+socket, and each costs CPU in every process on the way. On a small CPU machine that CPU is taken
+from decoding. Joining the tokens that arrive within an interval keeps the page's updates smooth
+(20 a second at 50 ms) while sending fewer messages when the model is fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing, suppress
+
+_END = object()
+
+
+async def paced(pieces: AsyncGenerator[str, None], interval_s: float) -> AsyncIterator[str]:
+    """``pieces``, the first as soon as it comes, each later one no sooner than ``interval_s``
+    after the one before, joined with everything that arrived in between. 0 changes nothing.
+
+    The source is read in a task of its own, so it never waits on the pace. Leaving this stream
+    cancels that task, which stops the source within its current step.
+    """
+    if interval_s <= 0:
+        async with aclosing(pieces):
+            async for piece in pieces:
+                yield piece
+        return
+    loop = asyncio.get_running_loop()
+    arrived: asyncio.Queue = asyncio.Queue()
+
+    async def read() -> None:
+        try:
+            async with aclosing(pieces):
+                async for piece in pieces:
+                    arrived.put_nowait(piece)
+        finally:
+            arrived.put_nowait(_END)
+
+    reader = asyncio.create_task(read())
+    try:
+        sent_at = float("-inf")
+        ended = False
+        while not ended:
+            item = await arrived.get()
+            if (wait := sent_at + interval_s - loop.time()) > 0:
+                await asyncio.sleep(wait)
+            texts: list[str] = []
+            while True:
+                if item is _END:
+                    ended = True
+                    break
+                texts.append(item)
+                if arrived.empty():
+                    break
+                item = arrived.get_nowait()
+            if texts:
+                yield "".join(texts)
+                sent_at = loop.time()
+        await reader  # the source's own error, after the text that came before it
+    finally:
+        if not reader.done():
+            reader.cancel()
+            with suppress(asyncio.CancelledError):
+                await reader
