@@ -159,6 +159,19 @@ def test_reply_streams_into_the_page_and_state_keeps_both_languages(client: Clie
     assert chat[-1]["metadata"]["title"] == ENGLISH_ORIGINAL
 
 
+def test_the_page_api_takes_a_message_alone_and_a_history_to_go_on(client: Client):
+    """As with Gradio's ChatInterface: no history is a new conversation, and the turns that come
+    back continue it."""
+    first = client.submit("Bonjour, comment allez-vous ?", api_name="/chat")
+    assert len(list(first)) >= 2  # the message shown at once, then the reply as it streams
+    chat, turns, box, notice = first.outputs()[-1]
+    assert box == "" and len(turns) == 1
+    assert turns[0]["user"] == "Bonjour, comment allez-vous ?" and turns[0]["language"] == "fr"
+    assert turns[0]["assistant"].strip() and turns[0]["assistant_en"].strip()
+    chat, more, box, notice = client.predict("And tomorrow?", turns, api_name="/chat")
+    assert len(more) == 2 and more[0] == turns[0] and more[1]["user"] == "And tomorrow?"
+
+
 def test_the_page_says_when_old_turns_left_the_models_view(client: Client):
     long_turn = {**ENGLISH, "user": "What would you like to eat tonight? " * 8}
     long_turn["user_en"] = long_turn["user"]

@@ -223,7 +223,9 @@ def build_demo(
         finally:
             running.discard(halt)
 
-    async def send(message: str, turns: list[Turn] | None, running: set[Halt]):
+    async def send(message: str, running: set[Halt], turns: list[Turn] | None = None):
+        """The page's API (``/chat``): a message, and the turns so far (none: a new conversation;
+        gradio_client may leave them out)."""
         turns = list(turns or [])
         if not (message or "").strip():
             gr.Warning("Type a message first.")
@@ -345,8 +347,9 @@ def build_demo(
         outputs = [chatbot, turns_state, box, notice]
         # concurrency_limit=None: Serve's max_ongoing/max_queued_requests do the backpressure.
         streaming = dict(outputs=outputs, concurrency_limit=None)
-        send_button.click(send, [box, turns_state, running], api_name="chat", **streaming)
-        box.submit(send, [box, turns_state, running], api_name=False, **streaming)
+        # The turns come last, so that gradio_client may leave them out (None: no history).
+        send_button.click(send, [box, running, turns_state], api_name="chat", **streaming)
+        box.submit(send, [box, running, turns_state], api_name=False, **streaming)
         chatbot.retry(retry, [turns_state, running], api_name=False, **streaming)
         chatbot.edit(edit, [turns_state, running], api_name=False, **streaming)
         # Stop, Undo and Clear halt the running turn rather than cancel its event: see the top.
