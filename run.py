@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -33,12 +34,49 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="also open a public Gradio share link to the page (needs internet access)",
     )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also print Ray's and Serve's own logs here (they always go to the log folder)",
+    )
     return parser.parse_args(argv)
+
+
+def log_folder(address: str | None) -> str:
+    """Where Ray writes every process's log: the replicas', Serve's and Ray's own."""
+    latest = "/tmp/ray/session_latest/logs"  # Ray's default, on every node of its cluster
+    if address:
+        return f"{latest} on the cluster's nodes"
+    try:  # this session's own folder, which stays valid after another session starts
+        from ray._private.worker import global_worker
+
+        return global_worker.node.get_logs_dir_path()
+    except Exception:  # private API: fall back to Ray's documented link
+        return latest
+
+
+def deploy_failure(error: Exception) -> str:
+    """What went wrong, in a line: the failed deployment's name and the last line of its
+    replica's traceback (the exception itself), from ``serve.status()``."""
+    from ray import serve
+
+    found = []
+    for application in serve.status().applications.values():
+        for name, deployment in application.deployments.items():
+            if deployment.status in ("DEPLOY_FAILED", "UNHEALTHY"):
+                lines = [line.strip() for line in deployment.message.splitlines() if line.strip()]
+                # The exception's own line; this app's errors need no module path to be read.
+                last = re.sub(r"^serving\.errors\.\w+: ", "", lines[-1]) if lines else ""
+                found.append(f"{name}: {last or deployment.status}")
+    text = "; ".join(found) or str(error).strip()
+    return text if len(text) <= 400 else text[:397] + "..."
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    # Quiet by default: warnings and errors, and the steps below. --verbose: everything.
+    level = logging.INFO if args.verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s")
     flags = (("host", args.host), ("port", args.port), ("metrics_port", args.metrics_port))
     http = {key: value for key, value in flags if value}
     try:
@@ -71,22 +109,35 @@ def main(argv: list[str] | None = None) -> int:
     # The dashboard runs code for whoever reaches it: keep it off (only Serve's port is public).
     # Without it Ray still runs its metrics agent, which serves Prometheus on metrics_port.
     options = {} if address else {"_metrics_export_port": config.http.metrics_port}
+    started = time.monotonic()
+    print("Starting Ray...", flush=True)
     ray.init(
         address=address or "local",  # never attach to a cluster by accident
         include_dashboard=False,
-        logging_level=logging.WARNING,
+        # The replicas', Serve's and Ray's own logs stay in the log folder unless --verbose:
+        # Serve's proxy alone logs kilobytes of routes per line.
+        log_to_driver=args.verbose,
+        logging_level=logging.INFO if args.verbose else logging.ERROR,
         **options,
     )
+    logs = log_folder(address)
+    print(f"  [{time.monotonic() - started:4.0f} s] Ray is up; its logs: {logs}", flush=True)
+    quiet_serve(args.verbose)
     serve.start(http_options={"host": config.http.host, "port": config.http.port})
-    started = time.monotonic()
     shown_host = "127.0.0.1" if config.http.host in ("0.0.0.0", "::") else config.http.host
     url = f"http://{shown_host}:{config.http.port}/"
     print("Starting the deployments...", flush=True)
-    for app in build_apps(config):
-        serve.run(app.app, name=app.name, route_prefix=app.route_prefix, blocking=False)
-        print(f"  [{time.monotonic() - started:4.0f} s] {app.name} ready at {app.route_prefix}")
-        if app.name == "ui":
-            print(f"  The page is up at {url} (it says when the models are ready)", flush=True)
+    try:
+        for app in build_apps(config):
+            serve.run(app.app, name=app.name, route_prefix=app.route_prefix, blocking=False)
+            print(f"  [{time.monotonic() - started:4.0f} s] {app.name} ready at {app.route_prefix}")
+            if app.name == "ui":
+                print(f"  The page is up at {url} (it says when the models are ready)", flush=True)
+    except RuntimeError as exc:  # Serve: a deployment failed to start, with its replica's error
+        print(f"error: a deployment failed to start. {deploy_failure(exc)}", file=sys.stderr)
+        print(f"The whole report is in the logs: {logs}", file=sys.stderr)
+        shut_down(address)
+        return 1
     print(f"Ready in {time.monotonic() - started:.0f} s: open {url} (Ctrl-C to stop)", flush=True)
     if not address:
         print(f"Metrics for Prometheus: http://{shown_host}:{config.http.metrics_port}/metrics")
@@ -114,9 +165,26 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     stop.wait()
     print("Shutting down...", flush=True)
-    serve.shutdown()
-    ray.shutdown()
+    shut_down(address)
     return 0
+
+
+def shut_down(address: str | None) -> None:
+    """On someone's cluster, remove Serve and its apps from it; a local cluster goes whole (its
+    Serve with it: shutting Serve down first only makes Ray log the controller's retries)."""
+    import ray
+    from ray import serve
+
+    if address:
+        serve.shutdown()
+    ray.shutdown()
+
+
+def quiet_serve(verbose: bool) -> None:
+    """Serve's own messages in this process ("Started Serve", "Application ... is ready") are
+    steps that this script already prints; keep its warnings and errors."""
+    if not verbose:
+        logging.getLogger("ray.serve").setLevel(logging.WARNING)
 
 
 if __name__ == "__main__":

@@ -65,6 +65,37 @@ def test_run_py_serves_page_api_and_metrics_and_a_failed_share_link_is_one_clear
     out, err = out_path.read_text(), err_path.read_text()
     assert process.returncode == 0, err[-3000:]
     assert "Ready in" in out and f"http://127.0.0.1:{port}/" in out
+    # A quiet console: the steps, the URL and the token; Ray's and Serve's logs stay in files.
+    lines = out.splitlines()
+    ready = next(number for number, line in enumerate(lines) if line.startswith("Ready in"))
+    assert ready < 25, out
+    assert all(len(line) <= 200 for line in lines + err.splitlines()), out + err
+    assert "Got updated endpoints" not in out + err
     if "Public link: https://" not in out:  # offline, as in CI
         warnings = [line for line in err.splitlines() if "share link" in line]
         assert len(warnings) == 1 and "internet access" in warnings[0], err[-3000:]
+
+
+def test_a_model_that_cannot_load_ends_run_py_with_one_clear_error(
+    tiny_causal: Path, tiny_seq2seq: Path, tmp_path: Path
+):
+    """The file passes the checks before Ray starts (it exists) and fails in the replica: the
+    console says which deployment and why, and where the whole report is."""
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + bytes(60))
+    port, metrics_port = free_port(), free_port()
+    config = tmp_path / "broken.yaml"
+    extra = {"chat": {"model": {"source": str(broken)}}}
+    settings = tiny_config(tiny_causal, tiny_seq2seq, extra=extra)
+    config.write_text(yaml.safe_dump(settings.model_dump(mode="json", exclude={"http"})))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["POLYGLOT_CACHE"] = str(tmp_path / "cache")
+    command = [sys.executable, "run.py", "--config", str(config), "--port", str(port)]
+    command += ["--metrics-port", str(metrics_port)]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Ready in" not in result.stdout
+    (error,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert "llama.cpp cannot load" in error and "broken.gguf" in error, result.stderr
+    assert "logs" in result.stderr
+    assert all(len(line) <= 400 + 60 for line in result.stderr.splitlines()), result.stderr
