@@ -1,23 +1,35 @@
-"""Paces a stream of text: the first piece at once, then at most one piece per interval.
+"""Paces a stream: the first item at once, then at most one batch of items per interval.
 
 Each piece of a reply crosses two Serve hops (ChatModel to Router, Router to the proxy) and the
 socket, and each costs CPU in every process on the way. On a small CPU machine that CPU is taken
 from decoding. Joining the tokens that arrive within an interval keeps the page's updates smooth
-(20 a second at 50 ms) while sending fewer messages when the model is fast.
+(20 a second at 50 ms) while sending fewer messages when the model is fast. The page paces its
+own redraws the same way (``ui/page.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing, suppress
+from typing import TypeVar
 
+T = TypeVar("T")
 _END = object()
 
 
-async def paced(pieces: AsyncGenerator[str, None], interval_s: float) -> AsyncIterator[str]:
+def join_text(pieces: list[str]) -> list[str]:
+    return ["".join(pieces)]
+
+
+async def paced(
+    pieces: AsyncGenerator[T, None],
+    interval_s: float,
+    join: Callable[[list[T]], list[T]] = join_text,  # type: ignore[assignment]
+) -> AsyncIterator[T]:
     """``pieces``, the first as soon as it comes, each later one no sooner than ``interval_s``
-    after the one before, joined with everything that arrived in between. 0 changes nothing.
+    after the one before, joined (``join``) with everything that arrived in between. 0 changes
+    nothing.
 
     The source is read in a task of its own, so it never waits on the pace. Leaving this stream
     cancels that task, which stops the source within its current step.
@@ -46,7 +58,7 @@ async def paced(pieces: AsyncGenerator[str, None], interval_s: float) -> AsyncIt
             item = await arrived.get()
             if (wait := sent_at + interval_s - loop.time()) > 0:
                 await asyncio.sleep(wait)
-            texts: list[str] = []
+            texts: list[T] = []
             while True:
                 if item is _END:
                     ended = True
@@ -56,7 +68,8 @@ async def paced(pieces: AsyncGenerator[str, None], interval_s: float) -> AsyncIt
                     break
                 item = arrived.get_nowait()
             if texts:
-                yield "".join(texts)
+                for joined in join(texts):
+                    yield joined
                 sent_at = loop.time()
         await reader  # the source's own error, after the text that came before it
     finally:

@@ -1,15 +1,18 @@
 """The page through its own API with gradio_client, and the page's pure helpers."""
 
 import asyncio
+from collections.abc import AsyncGenerator
 
 import pytest
 from gradio_client import Client
 
+from serving.pacing import paced
 from ui.client import api_ready, health_url
 from ui.page import (
     ENGLISH_ORIGINAL,
     Halt,
     build_demo,
+    join_deltas,
     notice_for,
     to_history_en,
     to_messages,
@@ -244,3 +247,27 @@ def test_the_page_serves_no_files_and_no_code_editor(tiny_app: str):
         assert response.status_code in (403, 404) and "root:" not in response.text, path
     edit = httpx.post(tiny_app + "/gradio_api/vibe-edit", json={"prompt": "x"}, timeout=10)
     assert edit.status_code >= 400  # Gradio's in-browser code editor stays off
+
+
+def test_the_page_redraws_once_for_the_deltas_that_came_together():
+    """The page paces its events: consecutive deltas become one, other events stay as they are."""
+    events = [
+        {"type": "start", "language": "fr"},
+        {"type": "delta", "text": "Bon", "text_en": "Good"},
+        {"type": "delta", "text": "jour"},
+        {"type": "delta", "text": " !", "text_en": " day!"},
+        {"type": "done", "reply": "Bonjour !"},
+    ]
+
+    async def source() -> AsyncGenerator[dict, None]:
+        for event in events:
+            yield event
+
+    async def listen() -> list[dict]:
+        return [event async for event in paced(source(), 0.05, join_deltas)]
+
+    assert asyncio.run(listen()) == [
+        events[0],
+        {"type": "delta", "text": "Bonjour !", "text_en": "Good day!"},
+        events[4],
+    ]

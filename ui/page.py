@@ -19,6 +19,7 @@ from typing import Any
 
 import gradio as gr
 
+from serving.pacing import paced
 from ui import share
 from ui.client import ApiError, api_ready, stream_turn
 
@@ -120,6 +121,27 @@ class Halt:
         self.requested.set()
 
 
+# The page redraws the reply at most this often: a fast model sends 60 deltas a second, and
+# each redraw renders the whole reply again in the browser (and diffs it in the UI replica).
+REDRAW_INTERVAL_S = 0.1
+
+
+def join_deltas(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Consecutive deltas as one (their texts and English texts joined); other events as they
+    are, in order."""
+    joined: list[dict[str, Any]] = []
+    for event in events:
+        if event["type"] == "delta" and joined and joined[-1]["type"] == "delta":
+            last = dict(joined[-1])
+            last["text"] += event["text"]
+            if "text_en" in event:
+                last["text_en"] = last.get("text_en", "") + event["text_en"]
+            joined[-1] = last
+        else:
+            joined.append(event)
+    return joined
+
+
 async def until_halted(
     stream: AsyncIterator[dict[str, Any]], halt: Halt
 ) -> AsyncIterator[dict[str, Any]]:
@@ -189,7 +211,7 @@ def build_demo(
         try:
             yield shown, turns, box_after, notice_for(turns)
             stream = stream_turn(api_url, message, to_history_en(turns), api_token)
-            events = until_halted(stream, halt)
+            events = until_halted(paced(stream, REDRAW_INTERVAL_S, join_deltas), halt)
             async for event in events:
                 if event["type"] == "start":
                     pending.update(
