@@ -61,7 +61,11 @@ def deploy_failure(error: Exception) -> str:
     from ray import serve
 
     found = []
-    for application in serve.status().applications.values():
+    try:
+        applications = serve.status().applications.values()
+    except Exception:  # the controller itself is gone: the error is all there is to say
+        applications = []
+    for application in applications:
         for name, deployment in application.deployments.items():
             if deployment.status in ("DEPLOY_FAILED", "UNHEALTHY"):
                 lines = [line.strip() for line in deployment.message.splitlines() if line.strip()]
@@ -133,7 +137,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  [{time.monotonic() - started:4.0f} s] {app.name} ready at {app.route_prefix}")
             if app.name == "ui":
                 print(f"  The page is up at {url} (it says when the models are ready)", flush=True)
-    except RuntimeError as exc:  # Serve: a deployment failed to start, with its replica's error
+    # Serve raises RuntimeError for a deployment that failed to start (its replica's error is in
+    # serve.status()); anything else on the way (a lost controller, a timeout) ends here too.
+    except Exception as exc:
         print(f"error: a deployment failed to start. {deploy_failure(exc)}", file=sys.stderr)
         print(f"The whole report is in the logs: {logs}", file=sys.stderr)
         shut_down(address)

@@ -95,7 +95,9 @@ def test_a_model_that_cannot_load_ends_run_py_with_one_clear_error(
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "Ready in" not in result.stdout
-    (error,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stdout + result.stderr
+    error = errors[0]
     assert "llama.cpp cannot load" in error and "broken.gguf" in error, result.stderr
     assert "logs" in result.stderr
     assert all(len(line) <= 400 + 60 for line in result.stderr.splitlines()), result.stderr
