@@ -1,6 +1,11 @@
 """Driving the page in Debian's headless Chromium (Playwright), as a person would."""
 
 import shutil
+import time
+
+from ui.list_handlers import STORAGE_KEY
+
+TEST_SECRET = "test-secret"  # the tiny graphs' ui.storage_secret (tests/tiny_models.py)
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 LAUNCH_ARGS = [
@@ -53,3 +58,39 @@ def button(page, label: str):
 
 def bots(page):
     return page.locator("#chatbot .message.bot")  # one group per assistant reply (and its fold)
+
+
+def listed(page) -> list[str]:
+    """The titles in the list of conversations, newest first."""
+    return [text.strip() for text in page.locator("#conversations label").all_inner_texts()]
+
+
+def stored_titles(page, secret: str) -> list[str]:
+    """The titles in the list that localStorage holds (sealed by the server with ``secret``)."""
+    from ui.conversations import unseal
+
+    token = page.evaluate(f"() => localStorage.getItem('{STORAGE_KEY}')")
+    return [c["title"] for c in unseal(token, secret)["conversations"]] if token else []
+
+
+def wait_for_list(page, titles: list[str], secret: str | None = TEST_SECRET, timeout=30_000):
+    """Until the list of conversations shows exactly ``titles``, in this order, and (given the
+    page's ``secret``) localStorage holds the same list, so that a reload reads it."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function(
+            "(titles) => JSON.stringify([...document.querySelectorAll('#conversations label')]"
+            ".map((label) => label.innerText.trim())) === JSON.stringify(titles)",
+            arg=titles,
+            timeout=timeout,
+        )
+    except PlaywrightTimeout:
+        raise AssertionError(f"the list shows {listed(page)}, not {titles}") from None
+    if secret is None:
+        return
+    deadline = time.monotonic() + timeout / 1000
+    while (stored := stored_titles(page, secret)) != titles:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"localStorage holds {stored}, not {titles}")
+        page.wait_for_timeout(50)  # the page writes it just after it shows it

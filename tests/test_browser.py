@@ -6,7 +6,15 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import LONG_REPLY_TOKENS
-from tests.pages import RECORD_REPLY_LENGTHS, bots, button, open_page, send, settled_text
+from tests.pages import (
+    RECORD_REPLY_LENGTHS,
+    bots,
+    button,
+    open_page,
+    send,
+    settled_text,
+    wait_for_list,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -97,14 +105,16 @@ def test_retry_undo_edit_and_clear(browser, tiny_app: str, tmp_path: Path):
     assert bots(page).count() == 1
     page.screenshot(path=str(tmp_path / "edited.png"))
 
-    page.locator("#clear").click()
-    page.wait_for_function(
-        "() => document.querySelectorAll('#chatbot .message').length === 0", timeout=30_000
-    )
-    page.reload(wait_until="load")
-    page.locator("#message textarea").wait_for(timeout=30_000)
-    page.wait_for_timeout(1500)  # the stored conversation would be shown by now
+    page.locator("#new-conversation").click()  # a second one, so that the list shows it loaded
+    page.wait_for_function("() => !document.querySelector('#chatbot .message')", timeout=10_000)
+    send(page, "Hello there")
+    wait_for_list(page, ["Hello there", "Bonjour, comment allez-vous ?"])
+    page.locator("#clear").click()  # Clear deletes the conversation on screen
+    wait_for_list(page, ["Bonjour, comment allez-vous ?"])
     assert page.locator("#chatbot .message").count() == 0
+    page.reload(wait_until="load")
+    wait_for_list(page, ["Bonjour, comment allez-vous ?"])  # the stored list is back...
+    assert page.locator("#chatbot .message").count() == 0  # ...and the cleared one is not
     page.close()
 
 

@@ -11,7 +11,7 @@ from ray import serve
 from serving.app import build_api, build_ui
 from serving.config import load_config
 from serving.detect import LanguageDetector
-from tests.pages import bots, open_page, send, settled_text
+from tests.pages import bots, open_page, send, settled_text, wait_for_list
 from tests.ws import ws_turn
 
 pytestmark = pytest.mark.slow
@@ -78,7 +78,9 @@ def test_french_message_gets_a_french_reply_with_english_behind_it(
 def test_the_page_on_the_real_models_in_both_languages(
     browser, offline_page: str, lingua: LanguageDetector, tmp_path: Path
 ):
-    """What a person sees; ``make screenshot`` keeps its picture as assets/screenshot.png."""
+    """What a person sees; ``make screenshot`` keeps its pictures in assets/: the page with a
+    French turn's English original open (screenshot.png), and the list of conversations
+    (conversations.png)."""
     page = open_page(browser, offline_page)
     send(page, "Give me three tips to sleep better.")
     page.wait_for_function(
@@ -92,5 +94,12 @@ def test_the_page_on_the_real_models_in_both_languages(
     page.locator("#chatbot").get_by_text("You:").wait_for(timeout=10_000)
     french = bots(page).last.inner_text().split("English original")[0]
     assert lingua.detect(english) == "en" and lingua.detect(french) == "fr", (english, french)
-    page.screenshot(path=os.environ.get("SCREENSHOT_TO") or str(tmp_path / "page.png"))
+    pictures = Path(os.environ.get("SCREENSHOT_DIR") or tmp_path)
+    page.screenshot(path=str(pictures / "screenshot.png"))
+    page.locator("#new-conversation").click()
+    send(page, "Peux-tu me conseiller un bon livre ?")
+    titles = ["Peux-tu me conseiller un bon livre ?", "Give me three tips to sleep better."]
+    wait_for_list(page, titles, secret=None)  # the offline page's key is its own
+    settled_text(page, bots(page).last, quiet_ms=4000)
+    page.screenshot(path=str(pictures / "conversations.png"))
     page.close()

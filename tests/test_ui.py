@@ -8,18 +8,10 @@ from gradio_client import Client
 
 from serving.pacing import paced
 from ui.client import api_ready, health_url
-from ui.page import (
-    ENGLISH_ORIGINAL,
-    Halt,
-    build_demo,
-    join_deltas,
-    notice_for,
-    to_history_en,
-    to_messages,
-    turn_at,
-    until_halted,
-)
+from ui.page import build_demo
+from ui.reply_stream import Halt, join_deltas, until_halted
 from ui.share import MAX_LINK_CHARS, ShareError, decode, encode, token_in
+from ui.turns import ENGLISH_ORIGINAL, notice_for, to_history_en, to_messages, turn_at
 
 FRENCH = {
     "user": "Salut",

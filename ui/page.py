@@ -1,30 +1,22 @@
 """The chat page: a pure Gradio builder that also runs without Serve.
 
-The conversation lives in the browser (``gr.BrowserState``, i.e. localStorage): each turn keeps
-what the person saw and, for French turns, what the model saw in English, so nothing is
-translated twice and a reload keeps everything.
-
-Stop does not cancel the streaming event from outside: it asks the turn to end (a per-tab
-``gr.State`` holds the running turns' stop signals), and the turn itself commits what was
-already written, marked as stopped. One writer per turn: a late stream update can never
-overwrite Stop's result, and a turn that had just finished is never rolled back.
+The conversations live in the browser's localStorage: the one on screen as its stored turns
+(``gr.BrowserState``, ``ui/turns.py``), and the list of all of them, sealed by the server
+(``ui/conversations.py``). The handlers are in ``ui/turn_handlers.py`` and
+``ui/list_handlers.py``; this module lays the page out and wires them.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import Any
+import secrets
 
 import gradio as gr
 
-from serving.pacing import paced
 from ui import share
-from ui.client import ApiError, api_ready, stream_turn
-
-# user, assistant, user_en, assistant_en, language; history_dropped (int), stopped (bool)
-Turn = dict[str, Any]
+from ui.client import api_ready
+from ui.list_handlers import DOWNLOAD, PICK_FILE, READ_LIST, WRITE_LIST, ListHandlers
+from ui.turn_handlers import TurnHandlers
+from ui.turns import Turn, to_messages
 
 EXAMPLES = [
     "What should I cook tonight with rice and vegetables?",
@@ -33,7 +25,6 @@ EXAMPLES = [
     "Peux-tu me conseiller un bon livre ?",
 ]
 
-ENGLISH_ORIGINAL = "English original"
 LOADING = (
     "⏳ **Loading the models.** You can type already: replies start once they are ready "
     "(the very first start converts the weights, a few minutes on a small CPU)."
@@ -45,141 +36,54 @@ COMPLETE_LINK = (
 )
 # Opening another #shared= link in the same tab changes only the fragment: load it afresh.
 HEAD = "<script>window.addEventListener('hashchange', () => window.location.reload());</script>"
-STOPPED_MARK = "\n\n*(stopped)*"
+DEFAULT_STORAGE_BYTES = 1536 * 1024
+
+# Accessibility (axe-core in tests/test_accessibility.py). White on the default orange-500 is
+# 2.8:1; on orange-700 it is 5.2:1 (WCAG AA asks 4.5:1).
+THEME = gr.themes.Default().set(
+    button_primary_background_fill="*primary_700",
+    button_primary_background_fill_hover="*primary_800",
+    button_primary_background_fill_dark="*primary_700",
+    button_primary_background_fill_hover_dark="*primary_800",
+    button_primary_border_color="*primary_700",
+    button_primary_border_color_dark="*primary_700",
+)
+# Gradio's fold ("English original") nests a nameless arrow button inside its role=button
+# title: take the arrow out of focus and of the accessibility tree, and say whether it is open.
+FOLD_JS = """() => {
+  const fix = () => document.querySelectorAll('.thought-group .title').forEach((title) => {
+    title.setAttribute('aria-expanded', title.classList.contains('expanded'));
+    title.querySelectorAll('.arrow').forEach((arrow) => { arrow.inert = true; });
+  });
+  new MutationObserver(fix).observe(document.body,
+    {subtree: true, childList: true, attributes: true, attributeFilter: ['class']});
+}"""
 
 
-def to_messages(turns: list[Turn]) -> list[dict[str, Any]]:
-    """What the chat window shows: the conversation in the person's own language.
-
-    A French turn also gets a closed "English original" fold with what the model read and wrote.
-    """
-    messages: list[dict[str, Any]] = []
-    for turn in turns:
-        reply = turn["assistant"] + (STOPPED_MARK if turn.get("stopped") else "")
-        messages.append({"role": "user", "content": turn["user"]})
-        messages.append({"role": "assistant", "content": reply})
-        if turn.get("language") == "fr":
-            english = f"**You:** {turn['user_en']}\n\n**Assistant:** {turn['assistant_en']}"
-            messages.append(
-                {
-                    "role": "assistant",
-                    "content": english,
-                    "metadata": {"title": ENGLISH_ORIGINAL, "status": "done"},
-                }
-            )
-    return messages
-
-
-def turn_at(turns: list[Turn], message_index: int) -> int:
-    """The turn that the chat window's message ``message_index`` belongs to."""
-    for index in range(len(turns)):
-        if message_index < len(to_messages(turns[: index + 1])):
-            return index
-    return len(turns) - 1
-
-
-def to_history_en(turns: list[Turn]) -> list[dict[str, str]]:
-    """What the model sees: the English side of every turn."""
-    history: list[dict[str, str]] = []
-    for turn in turns:
-        history.append({"role": "user", "content": turn["user_en"]})
-        history.append({"role": "assistant", "content": turn["assistant_en"]})
-    return history
-
-
-def notice_for(turns: list[Turn]) -> str:
-    """Says when the model no longer sees the start of the conversation."""
-    dropped = turns[-1].get("history_dropped", 0) if turns else 0
-    if not dropped:
-        return ""
-    return (
-        f"ℹ️ This conversation is longer than the model can read: its first {dropped} messages "
-        "are no longer in the model's view. Clear the conversation to start afresh."
-    )
-
-
-def _text(value: Any) -> str:
-    """A message's text, whether Gradio hands it over as a string or as content parts."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, dict):
-        return _text(value.get("text", value.get("content", "")))
-    if isinstance(value, list):
-        return "".join(_text(part) for part in value)
-    return str(value or "")
-
-
-@dataclass(eq=False)
-class Halt:
-    """How a running turn is asked to end: ``keep`` its partial reply (Stop) or not (Clear/Undo)."""
-
-    requested: asyncio.Event = field(default_factory=asyncio.Event)
-    keep: bool = True
-
-    def __call__(self, keep: bool) -> None:
-        self.keep = keep
-        self.requested.set()
-
-
-# The page redraws the reply at most this often: a fast model sends 60 deltas a second, and
-# each redraw renders the whole reply again in the browser (and diffs it in the UI replica).
-REDRAW_INTERVAL_S = 0.1
-
-
-def join_deltas(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Consecutive deltas as one (their texts and English texts joined); other events as they
-    are, in order."""
-    joined: list[dict[str, Any]] = []
-    for event in events:
-        if event["type"] == "delta" and joined and joined[-1]["type"] == "delta":
-            last = dict(joined[-1])
-            last["text"] += event["text"]
-            if "text_en" in event:
-                last["text_en"] = last.get("text_en", "") + event["text_en"]
-            joined[-1] = last
-        else:
-            joined.append(event)
-    return joined
-
-
-async def until_halted(
-    stream: AsyncIterator[dict[str, Any]], halt: Halt
-) -> AsyncIterator[dict[str, Any]]:
-    """The stream's events until it ends or ``halt`` is requested; the stream is closed either way.
-
-    Closing the stream closes its WebSocket, which cancels the request in the router.
-    """
-    halted = asyncio.ensure_future(halt.requested.wait())
-    step: asyncio.Future | None = None
+def share_link(turns: list[Turn] | None):
+    """A link that carries the conversation itself (the page completes it with its own URL)."""
+    if not turns:
+        gr.Warning("There is nothing to share yet.")
+        return gr.skip()
     try:
-        while True:
-            step = asyncio.ensure_future(anext(stream))
-            await asyncio.wait({step, halted}, return_when=asyncio.FIRST_COMPLETED)
-            if not step.done():
-                return  # halted: the finally below ends the pending read
-            try:
-                event = step.result()
-            except StopAsyncIteration:
-                return
-            yield event
-    finally:
-        # Also when this turn itself is cancelled (the tab closed): end the pending read first,
-        # since a stream cannot be closed while a read is running in it.
-        halted.cancel()
-        if step is not None and not step.done():
-            step.cancel()
-            await asyncio.wait({step})
-        await stream.aclose()
+        token = share.encode(turns)
+    except share.ShareError as error:
+        gr.Warning(error.message)
+        return gr.skip()
+    return gr.Textbox(value=f"#{share.FRAGMENT_KEY}={token}", visible=True)
 
 
-def _halt_all(running: set[Halt], keep: bool) -> None:
-    for halt in list(running):
-        halt(keep)
-
-
-def _index(data: gr.EventData) -> int:
-    index = data.index
-    return index[0] if isinstance(index, tuple | list) else index
+def open_shared(fragment: str):
+    """A ``#shared=`` link opens read-only; the reader's own conversations are not touched."""
+    token = share.token_in(fragment or "")
+    if token is None:
+        return gr.skip(), gr.skip(), gr.skip()
+    try:
+        turns = share.decode(token)
+    except share.ShareError as error:
+        gr.Warning(error.message)
+        return gr.skip(), gr.skip(), gr.skip()
+    return gr.Column(visible=True), to_messages(turns), gr.Row(visible=False)
 
 
 def build_demo(
@@ -187,137 +91,12 @@ def build_demo(
     title: str = "Polyglot chat",
     storage_secret: str | None = None,
     api_token: str | None = None,
+    storage_bytes: int = DEFAULT_STORAGE_BYTES,
 ) -> gr.Blocks:
-    async def run_turn(
-        message: str, turns: list[Turn], box_after: Any, running: set[Halt]
-    ) -> AsyncIterator[tuple]:
-        """Stream one turn: (chat window, stored turns, text box, notice).
-
-        ``running`` is this tab's set of turns in progress; Stop, Undo and Clear halt them.
-        """
-        pending: Turn = {
-            "user": message,
-            "assistant": "",
-            "user_en": message,
-            "assistant_en": "",
-            "language": "en",
-        }
-        shown = to_messages(turns) + [
-            {"role": "user", "content": message},
-            {"role": "assistant", "content": ""},
-        ]
-        halt = Halt()
-        running.add(halt)
-        try:
-            yield shown, turns, box_after, notice_for(turns)
-            stream = stream_turn(api_url, message, to_history_en(turns), api_token)
-            events = until_halted(paced(stream, REDRAW_INTERVAL_S, join_deltas), halt)
-            async for event in events:
-                if event["type"] == "start":
-                    pending.update(
-                        user_en=event["message_en"],
-                        language=event["language"],
-                        history_dropped=event.get("history_dropped", 0),
-                    )
-                    yield shown, gr.skip(), gr.skip(), notice_for([pending])
-                elif event["type"] == "delta":
-                    pending["assistant"] += event["text"]
-                    pending["assistant_en"] += (
-                        event.get("text_en", "") if pending["language"] == "fr" else event["text"]
-                    )
-                    shown[-1] = {"role": "assistant", "content": pending["assistant"]}
-                    yield shown, gr.skip(), gr.skip(), gr.skip()
-                elif event["type"] == "done":
-                    pending.update(assistant=event["reply"], assistant_en=event["reply_en"])
-                    turns = [*turns, pending]
-                    yield to_messages(turns), turns, box_after, notice_for(turns)
-                    return
-            if not halt.keep:  # Undo or Clear: their own result stands
-                return
-            if pending["assistant"].strip():  # Stop: keep what was written, marked as stopped
-                turns = [*turns, {**pending, "stopped": True}]
-                yield to_messages(turns), turns, box_after, notice_for(turns)
-            else:  # nothing written yet: the message goes back to the box
-                yield to_messages(turns), turns, message, notice_for(turns)
-        except ApiError as error:  # the page's one edge: a toast, and the message back in the box
-            gr.Warning(error.message)
-            yield to_messages(turns), turns, message, notice_for(turns)
-        finally:
-            running.discard(halt)
-
-    async def send(message: str, running: set[Halt], turns: list[Turn] | None = None):
-        """The page's API (``/chat``): a message, and the turns so far (none: a new conversation;
-        gradio_client may leave them out)."""
-        turns = list(turns or [])
-        if not (message or "").strip():
-            gr.Warning("Type a message first.")
-            yield to_messages(turns), turns, message, notice_for(turns)
-            return
-        async for update in run_turn(message, turns, "", running):
-            yield update
-
-    async def retry(turns: list[Turn] | None, running: set[Halt], data: gr.RetryData):
-        """Ask again: the turn's reply is replaced by a new one."""
-        turns = list(turns or [])
-        if not turns:
-            return
-        index = turn_at(turns, _index(data))
-        async for update in run_turn(turns[index]["user"], turns[:index], gr.skip(), running):
-            yield update
-
-    async def edit(turns: list[Turn] | None, running: set[Halt], data: gr.EditData):
-        """A past message, rewritten: the conversation continues from there."""
-        turns = list(turns or [])
-        index = turn_at(turns, _index(data)) if turns else 0
-        message = _text(data.value).strip()
-        if not message:
-            gr.Warning("An edited message cannot be empty.")
-            yield to_messages(turns), turns, gr.skip(), notice_for(turns)
-            return
-        async for update in run_turn(message, turns[:index], gr.skip(), running):
-            yield update
-
-    async def stop(running: set[Halt]) -> None:
-        """The running turn keeps what it has written, marked as stopped, and ends its request."""
-        _halt_all(running, keep=True)
-
-    async def undo(turns: list[Turn] | None, running: set[Halt], data: gr.UndoData):
-        """Take the last exchange back; its message returns to the text box."""
-        _halt_all(running, keep=False)
-        turns = list(turns or [])
-        if not turns:
-            return [], [], gr.skip(), ""
-        index = turn_at(turns, _index(data))
-        kept = turns[:index]
-        return to_messages(kept), kept, turns[index]["user"], notice_for(kept)
-
-    async def clear(running: set[Halt]) -> tuple:
-        _halt_all(running, keep=False)
-        return [], [], ""
-
-    def share_link(turns: list[Turn] | None):
-        """A link that carries the conversation itself (the page completes it with its own URL)."""
-        if not turns:
-            gr.Warning("There is nothing to share yet.")
-            return gr.skip()
-        try:
-            token = share.encode(turns)
-        except share.ShareError as error:
-            gr.Warning(error.message)
-            return gr.skip()
-        return gr.Textbox(value=f"#{share.FRAGMENT_KEY}={token}", visible=True)
-
-    def open_shared(fragment: str):
-        """A ``#shared=`` link opens read-only; the reader's own conversation is not touched."""
-        token = share.token_in(fragment or "")
-        if token is None:
-            return gr.skip(), gr.skip(), gr.skip()
-        try:
-            turns = share.decode(token)
-        except share.ShareError as error:
-            gr.Warning(error.message)
-            return gr.skip(), gr.skip(), gr.skip()
-        return gr.Column(visible=True), to_messages(turns), gr.Column(visible=False)
+    """``storage_bytes``: the budget of the list of conversations in the browser's storage."""
+    turn = TurnHandlers(api_url, api_token)
+    storage_secret = storage_secret or secrets.token_urlsafe(32)
+    lists = ListHandlers(storage_bytes, storage_secret)
 
     async def readiness():
         """Says "loading models" until every deployment is healthy, then stops asking."""
@@ -326,70 +105,127 @@ def build_demo(
         return LOADING, gr.skip()
 
     with gr.Blocks(title=title, fill_height=True) as demo:
-        gr.Markdown(f"## {title}\nChat in English or French: replies come in your language.")
+        gr.Markdown(f"# {title}\nChat in English or French: replies come in your language.")
         status = gr.Markdown("", elem_id="status")
         turns_state = gr.BrowserState([], storage_key="polyglot-chat-turns", secret=storage_secret)
+        sealed_list = gr.Textbox(visible=False)  # the list, sealed, on its way to localStorage
         running = gr.State(set())  # this tab's turns in progress (server memory)
+        library = gr.State(lists.blank)  # this tab's live list (server memory; one per tab)
         fragment = gr.Textbox(visible=False)
+        download = gr.Textbox(visible=False)  # an exported file, on its way to the browser
+        upload = gr.Textbox(visible=False)  # an imported file's text, read by the browser
+        api_button = gr.Button(visible=False)  # never on screen: the /chat API's own event
         with gr.Column(visible=False, elem_id="shared-view") as shared_view:
             gr.Markdown("### A conversation shared with you (read-only)")
-            shared_chatbot = gr.Chatbot(label="Shared conversation", height=480, elem_id="shared")
-            gr.Button("Start your own conversation", link="./", elem_id="own")
-        with gr.Column(elem_id="own-view") as own_view:
-            chatbot = gr.Chatbot(
-                label="Conversation",
+            shared_chatbot = gr.Chatbot(
+                label="Shared conversation",
                 height=480,
-                elem_id="chatbot",
-                buttons=["copy"],
-                editable="user",
+                elem_id="shared",
+                buttons=["copy", "copy_all"],  # the default share button has no name
             )
-            notice = gr.Markdown("", elem_id="notice")
-            with gr.Row():
-                box = gr.Textbox(
-                    placeholder="Écrivez en français or write in English…",
-                    show_label=False,
-                    scale=6,
-                    elem_id="message",
-                    autofocus=True,
+            gr.Button("Start your own conversation", link="./", elem_id="own")
+        with gr.Row(elem_id="own-view", equal_height=False) as own_view:
+            with gr.Column(scale=1, min_width=220, elem_id="list-panel"):
+                new_button = gr.Button("New conversation", elem_id="new-conversation")
+                choices = gr.Radio(
+                    [], label="Conversations", elem_id="conversations", interactive=True
                 )
-                small = dict(scale=1, min_width=80)
-                send_button = gr.Button("Send", variant="primary", elem_id="send", **small)
-                stop_button = gr.Button("Stop", elem_id="stop", **small)
-                clear_button = gr.Button("Clear", elem_id="clear", **small)
-                share_button = gr.Button("Share", elem_id="share", **small)
-            link = gr.Textbox(
-                label="Link to this conversation: it travels inside the link, read-only, "
-                "and nothing is stored on the server",
-                visible=False,
-                buttons=["copy"],
-                elem_id="share-link",
+                name = gr.Textbox(label="Name", elem_id="conversation-name", max_lines=1)
+                with gr.Row():
+                    rename_button = gr.Button("Rename", size="sm", elem_id="rename")
+                    delete_button = gr.Button("Delete", size="sm", elem_id="delete")
+                with gr.Row():
+                    markdown_button = gr.Button("Export Markdown", size="sm", elem_id="export-md")
+                    json_button = gr.Button("Export JSON", size="sm", elem_id="export-json")
+                import_button = gr.Button("Import JSON", size="sm", elem_id="import")
+                list_notice = gr.Markdown("", elem_id="list-notice")
+            with gr.Column(scale=4):
+                chatbot = gr.Chatbot(
+                    label="Conversation",
+                    height=480,
+                    elem_id="chatbot",
+                    buttons=["copy"],
+                    editable="user",
+                )
+                notice = gr.Markdown("", elem_id="notice")
+                with gr.Row():
+                    box = gr.Textbox(
+                        placeholder="Écrivez en français or write in English…",
+                        show_label=False,
+                        scale=6,
+                        elem_id="message",
+                        autofocus=True,
+                    )
+                    small = dict(scale=1, min_width=80)
+                    send_button = gr.Button("Send", variant="primary", elem_id="send", **small)
+                    stop_button = gr.Button("Stop", elem_id="stop", **small)
+                    clear_button = gr.Button("Clear", elem_id="clear", **small)
+                    share_button = gr.Button("Share", elem_id="share", **small)
+                link = gr.Textbox(
+                    label="Link to this conversation: it travels inside the link, read-only, "
+                    "and nothing is stored on the server",
+                    visible=False,
+                    buttons=["copy"],
+                    elem_id="share-link",
+                )
+                gr.Examples(EXAMPLES, inputs=box, label="Try")
+
+        # Instant events draw no progress overlay: over an empty output it is an unnamed,
+        # scrollable region to a screen reader.
+        quick = dict(api_name=False, concurrency_limit=None, show_progress="hidden")
+        persisted = [sealed_list, choices, name, list_notice]
+
+        def then_persist(event) -> None:
+            """After anything that changes the list, the browser keeps a copy of it."""
+            event.then(lists.persist, library, persisted, **quick).then(
+                None, [sealed_list, list_notice], list_notice, js=WRITE_LIST, **quick
             )
-            gr.Examples(EXAMPLES, inputs=box, label="Try")
 
         outputs = [chatbot, turns_state, box, notice]
         # concurrency_limit=None: Serve's max_ongoing/max_queued_requests do the backpressure.
         streaming = dict(outputs=outputs, concurrency_limit=None)
-        # The turns come last, so that gradio_client may leave them out (None: no history).
-        send_button.click(send, [box, running, turns_state], api_name="chat", **streaming)
-        box.submit(send, [box, running, turns_state], api_name=False, **streaming)
-        chatbot.retry(retry, [turns_state, running], api_name=False, **streaming)
-        chatbot.edit(edit, [turns_state, running], api_name=False, **streaming)
-        # Stop, Undo and Clear halt the running turn rather than cancel its event: see the top.
-        quick = dict(api_name=False, concurrency_limit=None)
-        stop_button.click(stop, running, None, **quick)
-        chatbot.undo(undo, [turns_state, running], outputs, **quick)
-        cleared = [chatbot, turns_state, notice]
-        clear_button.click(clear, running, cleared, **quick)
-        chatbot.clear(clear, running, cleared, **quick)  # its own trash icon
+        # The page's API has its own event, with no list: the turns come last, so that
+        # gradio_client may leave them out (None: no history); gr.State is not part of the API.
+        api_button.click(turn.send_api, [box, running, turns_state], api_name="chat", **streaming)
+        # The page's own turns also update the list of conversations.
+        listed = dict(outputs=[*outputs, choices], concurrency_limit=None, api_name=False)
+        sent = [box, running, library, turns_state]
+        then_persist(send_button.click(turn.send, sent, **listed))
+        then_persist(box.submit(turn.send, sent, **listed))
+        again = [turns_state, running, library]
+        then_persist(chatbot.retry(turn.retry, again, **listed))
+        then_persist(chatbot.edit(turn.edit, again, **listed))
+        # Stop, Undo and Clear halt the running turn rather than cancel its event: see
+        # ui/turn_handlers.py.
+        stop_button.click(turn.stop, running, None, **quick)
+        then_persist(chatbot.undo(turn.undo, again, [*outputs, choices], **quick))
+        cleared = [chatbot, turns_state, notice, choices]
+        then_persist(clear_button.click(turn.clear, [running, library], cleared, **quick))
+        then_persist(chatbot.clear(turn.clear, [running, library], cleared, **quick))
         share_button.click(share_link, turns_state, link, **quick).then(
             None, link, link, js=COMPLETE_LINK, api_name=False
         )
-        demo.load(
-            lambda turns: (to_messages(turns or []), notice_for(turns or [])),
-            inputs=turns_state,
-            outputs=[chatbot, notice],
-            api_name=False,
+
+        shown = [chatbot, turns_state, notice]
+        then_persist(new_button.click(lists.start_new, [library, running], shown, **quick))
+        then_persist(choices.input(lists.open, [choices, library, running], shown, **quick))
+        for renamed in (rename_button.click, name.submit):
+            then_persist(renamed(lists.rename, [name, library], None, **quick))
+        then_persist(delete_button.click(lists.delete, [library, running], shown, **quick))
+        for button, export in (
+            (markdown_button, lists.export_markdown),
+            (json_button, lists.export_json),
+        ):
+            button.click(export, [library, turns_state], download, **quick).then(
+                None, download, None, js=DOWNLOAD, api_name=False
+            )
+        imported = import_button.click(None, None, upload, js=PICK_FILE, api_name=False)
+        then_persist(
+            imported.then(lists.import_file, [upload, library, running], [*shown, upload], **quick)
         )
+
+        opened = [sealed_list, turns_state, library]
+        then_persist(demo.load(lists.load, opened, shown, js=READ_LIST, **quick))
         demo.load(
             open_shared,
             fragment,
@@ -398,6 +234,6 @@ def build_demo(
             api_name=False,
         )
         timer = gr.Timer(3.0)
-        demo.load(readiness, None, [status, timer], api_name=False)
-        timer.tick(readiness, None, [status, timer], api_name=False)
+        demo.load(readiness, None, [status, timer], **quick)
+        timer.tick(readiness, None, [status, timer], **quick)
     return demo

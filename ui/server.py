@@ -9,7 +9,7 @@ from ray import serve
 from serving.cache import secret_file
 from serving.config import UISettings
 from serving.security import token_matches
-from ui.page import HEAD, build_demo
+from ui.page import FOLD_JS, HEAD, THEME, build_demo
 
 
 def storage_secret(settings: UISettings) -> str:
@@ -37,7 +37,11 @@ class ChatUI:
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         demo = build_demo(
-            self.api_url, self.settings.title, storage_secret(self.settings), self.token
+            self.api_url,
+            self.settings.title,
+            storage_secret(self.settings),
+            self.token,
+            storage_bytes=self.settings.browser_storage_kib * 1024,
         )
         login = {}
         if self.token:
@@ -46,4 +50,6 @@ class ChatUI:
                 auth_message="Password: the access token that run.py printed "
                 "(security.api_token). Any user name.",
             )
-        return gr.mount_gradio_app(FastAPI(), demo, path="/", footer_links=[], head=HEAD, **login)
+        return gr.mount_gradio_app(
+            FastAPI(), demo, path="/", footer_links=[], head=HEAD, theme=THEME, js=FOLD_JS, **login
+        )

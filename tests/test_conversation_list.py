@@ -1,0 +1,170 @@
+"""The list of conversations in a real browser: kept in localStorage, exported and imported as
+files that never touch the server."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import tiny_config
+from tests.pages import (
+    bots,
+    listed,
+    open_page,
+    send,
+    settled_text,
+    wait_for_list,
+)
+
+pytestmark = pytest.mark.browser
+
+
+def chat_text(page) -> list[str]:
+    return [text.strip() for text in page.locator("#chatbot .message").all_inner_texts()]
+
+
+def test_conversations_are_listed_switched_renamed_deleted_and_kept(browser, tiny_app: str):
+    page = open_page(browser, tiny_app)
+    send(page, "Hello there")
+    settled_text(page, bots(page).last)
+    wait_for_list(page, ["Hello there"])  # named after its first message
+    first = chat_text(page)
+
+    page.locator("#new-conversation").click()
+    page.wait_for_function("() => !document.querySelector('#chatbot .message')", timeout=10_000)
+    send(page, "Bonjour, comment allez-vous ?")
+    page.locator("#chatbot").get_by_text("English original").wait_for(timeout=30_000)
+    settled_text(page, bots(page).last)
+    wait_for_list(page, ["Bonjour, comment allez-vous ?", "Hello there"])  # newest first
+    second = chat_text(page)
+
+    page.locator("#conversations label", has_text="Hello there").click()
+    page.wait_for_function(
+        "(first) => JSON.stringify([...document.querySelectorAll('#chatbot .message')]"
+        ".map((m) => m.innerText.trim())) === JSON.stringify(first)",
+        arg=first,
+        timeout=10_000,
+    )
+    page.wait_for_function(  # the name box follows the conversation on screen
+        "() => document.querySelector('#conversation-name input').value === 'Hello there'",
+        timeout=10_000,
+    )
+    page.locator("#conversation-name input").fill("Greetings")
+    page.locator("#rename").click()
+    wait_for_list(page, ["Bonjour, comment allez-vous ?", "Greetings"])
+
+    page.reload(wait_until="load")  # the list, its names and the open conversation are kept
+    wait_for_list(page, ["Bonjour, comment allez-vous ?", "Greetings"])
+    page.wait_for_function(
+        "(n) => document.querySelectorAll('#chatbot .message').length === n",
+        arg=len(first),
+        timeout=10_000,
+    )
+    assert chat_text(page) == first
+    page.locator("#conversations label", has_text="Bonjour").click()
+    page.locator("#chatbot").get_by_text("English original").wait_for(timeout=10_000)
+    assert chat_text(page) == second
+
+    page.locator("#delete").click()  # the conversation on screen goes; an empty one opens
+    wait_for_list(page, ["Greetings"])
+    assert page.locator("#chatbot .message").count() == 0
+    page.reload(wait_until="load")
+    wait_for_list(page, ["Greetings"])
+    assert page.locator("#chatbot .message").count() == 0
+    page.close()
+
+
+def test_export_then_import_into_a_fresh_browser_gives_the_same_conversation(
+    browser, tiny_app: str, tmp_path: Path
+):
+    page = open_page(browser, tiny_app)
+    send(page, "Bonjour, comment allez-vous ?")
+    page.locator("#chatbot").get_by_text("English original").wait_for(timeout=30_000)
+    settled_text(page, bots(page).last)
+    wait_for_list(page, ["Bonjour, comment allez-vous ?"])
+    original = chat_text(page)
+    files = {}
+    for button, name in (("#export-json", "conversation.json"), ("#export-md", "conversation.md")):
+        with page.expect_download(timeout=10_000) as download:
+            page.locator(button).click()
+        files[name] = tmp_path / download.value.suggested_filename
+        download.value.save_as(files[name])
+    assert files["conversation.json"].name == "Bonjour-comment-allez-vous.json"
+    markdown = files["conversation.md"].read_text()
+    assert markdown.startswith("# Bonjour, comment allez-vous ?\n")
+    assert "**You:** Bonjour, comment allez-vous ?" in markdown
+    assert "<details><summary>English original</summary>" in markdown
+    exported = json.loads(files["conversation.json"].read_text())
+    assert exported["format"] == "polyglot-chat" and len(exported["turns"]) == 1
+    page.close()
+
+    fresh = open_page(browser, tiny_app)  # a new browser context: its own, empty storage
+    assert listed(fresh) == []
+    with fresh.expect_file_chooser(timeout=10_000) as chooser:
+        fresh.locator("#import").click()
+    chooser.value.set_files(str(files["conversation.json"]))
+    wait_for_list(fresh, ["Bonjour, comment allez-vous ?"])
+    fresh.locator("#chatbot").get_by_text("English original").wait_for(timeout=10_000)
+    assert chat_text(fresh) == original
+
+    for content, says in (
+        ("{not json", "not JSON"),
+        (json.dumps({"format": "polyglot-chat", "version": 1, "turns": [{"user": 3}]}), "damaged"),
+        ("x" * 1_000_100, "over 1 MB"),
+    ):
+        bad = tmp_path / "bad.json"
+        bad.write_text(content)
+        with fresh.expect_file_chooser(timeout=10_000) as chooser:
+            fresh.locator("#import").click()
+        chooser.value.set_files(str(bad))
+        fresh.get_by_text(says).first.wait_for(timeout=10_000)
+        assert listed(fresh) == ["Bonjour, comment allez-vous ?"]  # nothing changed
+        assert chat_text(fresh) == original
+    fresh.close()
+
+
+@pytest.fixture(scope="module")
+def small_storage_page(serve_instance: int, tiny_app: str, tiny_causal, tiny_seq2seq) -> str:
+    """A second page on the tiny graph's API whose list may take only 4 KiB."""
+    from ray import serve
+
+    from serving.app import build_ui
+
+    ui = {"browser_storage_kib": 4, "api_url": f"ws://127.0.0.1:{serve_instance}/api/chat"}
+    config = tiny_config(tiny_causal, tiny_seq2seq, serve_instance, extra={"ui": ui})
+    serve.run(build_ui(config), name="small-ui", route_prefix="/small")
+    yield f"http://127.0.0.1:{serve_instance}/small"  # serve.run returned: it is running
+    serve.delete("small-ui")
+
+
+def conversation_file(path: Path, title: str, size: int) -> Path:
+    turn = {"user": title, "assistant": "x" * size, "user_en": title, "assistant_en": "x" * size}
+    data = {"format": "polyglot-chat", "version": 1, "title": title, "turns": [turn]}
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_past_the_storage_budget_the_oldest_conversations_go_with_a_notice(
+    browser, small_storage_page: str, tmp_path: Path
+):
+    page = open_page(browser, small_storage_page)
+    for number, title in enumerate(("First", "Second", "Third"), start=1):
+        with page.expect_file_chooser(timeout=10_000) as chooser:
+            page.locator("#import").click()
+        chooser.value.set_files(str(conversation_file(tmp_path / f"{number}.json", title, 550)))
+        page.locator("#conversations label", has_text=title).wait_for(timeout=10_000)
+    assert listed(page) == ["Third", "Second", "First"]  # 3 × 1.3 KB fit in 4 KiB, 4 do not
+    assert page.locator("#list-notice").inner_text().strip() == ""
+
+    with page.expect_file_chooser(timeout=10_000) as chooser:
+        page.locator("#import").click()
+    chooser.value.set_files(str(conversation_file(tmp_path / "4.json", "Fourth", 550)))
+    wait_for_list(page, ["Fourth", "Third", "Second"])  # the oldest went...
+    notice = page.locator("#list-notice")
+    notice.get_by_text("“First”").wait_for(timeout=10_000)  # ...and the page says which
+    assert "storage" in notice.inner_text()
+    page.reload(wait_until="load")
+    wait_for_list(page, ["Fourth", "Third", "Second"])
+    stored = page.evaluate("() => localStorage.getItem('polyglot-chat-conversations').length")
+    assert stored < 4 * 1024 * 4 / 3 + 64  # encrypted: base64 of at most the budget
+    page.close()

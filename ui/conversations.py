@@ -1,0 +1,329 @@
+"""The list of conversations kept in the browser, and their export and import files.
+
+The server stores nothing: the list lives in the browser's localStorage, sealed (encrypted and
+signed) with a key that stays on the server, so a list that was changed or damaged reads as
+such. The page reads the list from localStorage itself when it opens and writes it back after
+each change; a write that the browser refuses is shown, not lost in the console.
+
+localStorage holds about 5 million characters per site. The list is kept under a budget of JSON
+bytes (``ui.browser_storage_kib``) that leaves room for the conversation on screen's own copy
+and for the seal's base64: past it, the oldest conversations go first, with a notice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import json
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography.fernet import Fernet, InvalidToken
+
+from serving.errors import ChatServiceError
+from ui.turns import ENGLISH_ORIGINAL, TEXT_FIELDS, Turn
+
+FILE_FORMAT = "polyglot-chat"
+FILE_VERSION = 1
+MAX_IMPORT_BYTES = 1_000_000  # the page refuses bigger files before they leave the browser
+MAX_IMPORT_TURNS = 1000
+MAX_TITLE_CHARS = 80
+UNTITLED = "New conversation"
+_LANGUAGE = re.compile(r"[a-z]{2,3}")
+
+
+class ConversationError(ChatServiceError):
+    code = "bad_conversation"
+    http_status = 400
+
+
+def title_for(turns: list[Turn]) -> str:
+    """A conversation is named after its first message, on one line."""
+    if not turns:
+        return UNTITLED
+    words = " ".join(str(turns[0]["user"]).split())
+    return words if len(words) <= 48 else words[:47].rstrip() + "…"
+
+
+def clean_turns(data: Any) -> list[Turn]:
+    """Stored turns from untrusted data (an imported file, or storage written by another
+    version), or ``ValueError`` saying what is wrong."""
+    if not isinstance(data, list) or not data:
+        raise ValueError("it holds no turns")
+    if len(data) > MAX_IMPORT_TURNS:
+        raise ValueError(f"it holds more than {MAX_IMPORT_TURNS} turns")
+    turns = []
+    for number, raw in enumerate(data, start=1):
+        if not isinstance(raw, dict) or not all(isinstance(raw.get(f), str) for f in TEXT_FIELDS):
+            raise ValueError(f"turn {number} lacks one of {', '.join(TEXT_FIELDS)}")
+        language = raw.get("language", "en")
+        if not isinstance(language, str) or not _LANGUAGE.fullmatch(language):
+            raise ValueError(f"turn {number} has no valid language code")
+        turn: Turn = {name: raw[name] for name in TEXT_FIELDS} | {"language": language}
+        if raw.get("stopped") is True:
+            turn["stopped"] = True
+        dropped = raw.get("history_dropped")
+        if isinstance(dropped, int) and not isinstance(dropped, bool) and dropped > 0:
+            turn["history_dropped"] = dropped
+        turns.append(turn)
+    return turns
+
+
+def _json_bytes(value: Any) -> int:
+    """Its size as the browser stores it (``JSON.stringify``, UTF-8)."""
+    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+
+
+@dataclass
+class Conversation:
+    id: str
+    turns: list[Turn]
+    title: str = UNTITLED
+    named: bool = False  # renamed by the person: the title no longer follows the first message
+    updated: float = field(default_factory=time.time)
+
+    def saved(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "title": self.title,
+            "named": self.named,
+            "updated": self.updated,
+            "turns": self.turns,
+        }
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+@dataclass
+class Library:
+    """One tab's live list. ``active`` is the conversation on screen; a new one has an id
+    before it has a turn, and joins the list with its first turn."""
+
+    budget_bytes: int
+    conversations: list[Conversation] = field(default_factory=list)  # last changed first
+    active: str = field(default_factory=_new_id)
+    restored: bool = False  # from the browser's storage, by the page's load event
+
+    async def until_restored(self, timeout_s: float = 10.0) -> None:
+        """A turn sent before the page's load event has restored the list waits for it, so
+        that it lands in the conversation on screen."""
+        waited = 0.0
+        while not self.restored and waited < timeout_s:
+            await asyncio.sleep(0.05)
+            waited += 0.05
+
+    def restore(self, saved: Any, turns: list[Turn]) -> list[Turn]:
+        """The list as the browser kept it, and the turns to show. The current conversation's
+        own storage (``turns``) is the newer copy; when it is empty (a page from before the list
+        existed, or storage that was cleared) the list's copy is shown. Entries that do not
+        read are left out."""
+        saved = saved if isinstance(saved, dict) else {}
+        for raw in saved.get("conversations") or []:
+            try:
+                conversation = Conversation(
+                    id=str(raw["id"]),
+                    turns=clean_turns(raw["turns"]),
+                    title=str(raw.get("title") or UNTITLED)[:MAX_TITLE_CHARS],
+                    named=raw.get("named") is True,
+                    updated=float(raw.get("updated") or 0),
+                )
+            except (KeyError, TypeError, ValueError):
+                continue
+            if self.find(conversation.id) is None:
+                self.conversations.append(conversation)
+        if isinstance(saved.get("active"), str):
+            self.active = saved["active"]
+        listed = self.find(self.active)
+        with contextlib.suppress(ValueError):  # as the list keeps them, to tell a change
+            turns = clean_turns(turns) if turns else []
+        if turns:
+            self.record(self.active, turns)
+        elif listed is not None:
+            turns = listed.turns
+        self.restored = True
+        return turns
+
+    def find(self, conversation_id: str) -> Conversation | None:
+        return next((c for c in self.conversations if c.id == conversation_id), None)
+
+    def record(self, conversation_id: str, turns: list[Turn]) -> None:
+        """A conversation's turns changed: it moves to the top. With no turns it leaves."""
+        conversation = self.find(conversation_id)
+        if conversation is not None:
+            if conversation.turns == turns:
+                return  # the same: it keeps its place
+            self.conversations.remove(conversation)
+        if not turns:
+            return
+        if conversation is None:
+            conversation = Conversation(conversation_id, list(turns))
+        conversation.turns, conversation.updated = list(turns), time.time()
+        if not conversation.named:
+            conversation.title = title_for(turns)
+        self.conversations.insert(0, conversation)
+
+    def turns_on_screen(self) -> list[Turn]:
+        conversation = self.find(self.active)
+        return list(conversation.turns) if conversation else []
+
+    def start_new(self) -> None:
+        self.active = _new_id()
+
+    def open(self, conversation_id: str) -> list[Turn]:
+        conversation = self.find(conversation_id)
+        if conversation is None:
+            raise ConversationError("That conversation is no longer in this browser's list.")
+        self.active = conversation_id
+        return conversation.turns
+
+    def rename(self, title: str) -> None:
+        conversation = self.find(self.active)
+        if conversation is None:
+            raise ConversationError("Send a message first: a new conversation has no name yet.")
+        title = " ".join((title or "").split())
+        if not title:
+            raise ConversationError("A conversation's name cannot be empty.")
+        conversation.title, conversation.named = title[:MAX_TITLE_CHARS], True
+
+    def delete(self) -> None:
+        """The conversation on screen leaves the list; a new one takes its place."""
+        self.record(self.active, [])
+        self.start_new()
+
+    def add(self, title: str, turns: list[Turn]) -> None:
+        """An imported conversation, opened."""
+        self.start_new()
+        self.record(self.active, turns)
+        if title and title != title_for(turns):
+            self.rename(title)
+
+    def fit(self) -> list[str]:
+        """Keep the stored list under its budget: the oldest other conversations go first, then
+        the oldest turns of the one on screen (its own storage keeps them until it changes).
+        Says what went."""
+        went: list[str] = []
+        while self.size() > self.budget_bytes:
+            others = [c for c in self.conversations if c.id != self.active]
+            if others:
+                oldest = others[-1]  # the list is kept in order of last change
+                self.conversations.remove(oldest)
+                went.append(f"“{oldest.title}”")
+                continue
+            current = self.find(self.active)
+            if current is None or len(current.turns) <= 1:
+                break  # one turn is always kept: the budget is far above a message's size
+            current.turns = current.turns[1:]
+            went.append(f"the oldest exchange of “{current.title}”")
+        return went
+
+    def size(self) -> int:
+        return _json_bytes(self.saved())
+
+    def saved(self) -> dict[str, Any]:
+        """What the browser keeps."""
+        conversations = [c.saved() for c in self.conversations]
+        return {"version": FILE_VERSION, "active": self.active, "conversations": conversations}
+
+    def choices(self) -> list[tuple[str, str]]:
+        return [(c.title, c.id) for c in self.conversations]
+
+    def title(self) -> str:
+        conversation = self.find(self.active)
+        return conversation.title if conversation else ""
+
+
+def _fernet(secret: str) -> Fernet:
+    digest = hashlib.sha256(f"polyglot-chat conversations:{secret}".encode()).digest()
+    return Fernet(base64.urlsafe_b64encode(digest))
+
+
+def seal(saved: dict[str, Any], secret: str) -> str:
+    """The stored list as the browser keeps it: encrypted and signed."""
+    text = json.dumps(saved, ensure_ascii=False, separators=(",", ":"))
+    return _fernet(secret).encrypt(text.encode()).decode()
+
+
+def unseal(token: str, secret: str) -> dict[str, Any]:
+    """The stored list back, or ``ConversationError`` if it was made with another key or
+    changed since."""
+    try:
+        saved = json.loads(_fernet(secret).decrypt(token.encode()))
+    except (InvalidToken, ValueError):
+        raise ConversationError(
+            "The list of conversations kept in this browser cannot be read (it was changed, or "
+            "saved by a server with another key), so a new list begins."
+        ) from None
+    return saved if isinstance(saved, dict) else {}
+
+
+def to_markdown(title: str, turns: list[Turn], exported: datetime | None = None) -> str:
+    """A readable copy: each exchange, and for a translated one its English original, folded."""
+    exported = exported or datetime.now(UTC)
+    lines = [f"# {title}", "", f"*Exported from Polyglot chat on {exported:%Y-%m-%d %H:%M} UTC*"]
+    for turn in turns:
+        reply = turn["assistant"] + (" *(stopped)*" if turn.get("stopped") else "")
+        lines += ["", f"**You:** {turn['user']}", "", f"**Assistant:** {reply}"]
+        if turn.get("language", "en") != "en":
+            lines += [
+                "",
+                f"<details><summary>{ENGLISH_ORIGINAL}</summary>",
+                "",
+                f"**You:** {turn['user_en']}",
+                "",
+                f"**Assistant:** {turn['assistant_en']}",
+                "",
+                "</details>",
+            ]
+    return "\n".join(lines) + "\n"
+
+
+def to_file(title: str, turns: list[Turn], exported: datetime | None = None) -> str:
+    """The re-importable JSON file: the stored turns as they are."""
+    exported = exported or datetime.now(UTC)
+    data = {
+        "format": FILE_FORMAT,
+        "version": FILE_VERSION,
+        "title": title,
+        "exported": exported.isoformat(timespec="seconds"),
+        "turns": turns,
+    }
+    return json.dumps(data, ensure_ascii=False, indent=1) + "\n"
+
+
+def from_file(text: str) -> tuple[str, list[Turn]]:
+    """The title and turns of an exported file, or ``ConversationError`` saying what is wrong."""
+    if len(text.encode()) > MAX_IMPORT_BYTES:
+        raise ConversationError(
+            f"This file is over {MAX_IMPORT_BYTES // 1_000_000} MB: it is not a conversation "
+            "exported from this page."
+        )
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise ConversationError(
+            "This file is not JSON. Import a file made by “Export JSON”."
+        ) from None
+    if not isinstance(data, dict) or data.get("format") != FILE_FORMAT:
+        raise ConversationError(
+            "This JSON file is not a conversation exported from this page (“Export JSON”)."
+        )
+    if data.get("version") != FILE_VERSION:
+        raise ConversationError(
+            f"This conversation file has version {data.get('version')!r}; this page reads "
+            f"version {FILE_VERSION}."
+        )
+    try:
+        turns = clean_turns(data.get("turns"))
+    except ValueError as error:
+        raise ConversationError(f"This conversation file is damaged: {error}.") from None
+    title = data.get("title")
+    title = " ".join(title.split())[:MAX_TITLE_CHARS] if isinstance(title, str) else ""
+    return title or title_for(turns), turns

@@ -1,0 +1,177 @@
+"""The page's handlers for the list of conversations: open, start, rename, delete, export, import.
+
+Each tab holds its list as a live object (``gr.State``) that every handler changes in place, so
+a turn that ends after the person opened another conversation still lands in its own. After
+each change, ``persist`` hands a copy to the browser's storage (``gr.BrowserState``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import gradio as gr
+
+from ui.conversations import (
+    MAX_IMPORT_BYTES,
+    ConversationError,
+    Library,
+    from_file,
+    seal,
+    title_for,
+    to_file,
+    to_markdown,
+    unseal,
+)
+from ui.reply_stream import Halt, halt_all
+from ui.turns import Turn, notice_for, to_messages
+
+STORAGE_KEY = "polyglot-chat-conversations"
+# The page opens: the sealed list, read from localStorage by the browser itself (the handler's
+# other inputs pass through as they are).
+READ_LIST = f"(sealed, ...rest) => [localStorage.getItem('{STORAGE_KEY}') || '', ...rest]"
+# After each change: the sealed list into localStorage. A refused write (the browser's quota)
+# is said under the list; otherwise the notice stays as the handler set it.
+WRITE_LIST = f"""(sealed, notice) => {{
+  if (!sealed) return notice;
+  try {{
+    localStorage.setItem('{STORAGE_KEY}', sealed);
+    return notice;
+  }} catch (error) {{
+    return '⚠️ This browser refused to keep the list of conversations (' + error.name + '): '
+      + 'export the ones you want to keep (Export JSON), or delete a few.';
+  }}
+}}"""
+# Export: the handler's payload becomes a file in the browser (nothing is served by the server).
+DOWNLOAD = """(payload) => {
+  if (!payload) return;
+  const {name, type, text} = JSON.parse(payload);
+  const url = URL.createObjectURL(new Blob([text], {type}));
+  const link = Object.assign(document.createElement('a'), {href: url, download: name});
+  document.body.appendChild(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}"""
+# Import: the browser reads the file and sends its text, at most one byte over the limit (the
+# handler refuses it then); nothing is uploaded to the server's files.
+PICK_FILE = """() => new Promise((resolve) => {
+  const input = Object.assign(document.createElement('input'),
+                              {type: 'file', accept: '.json,application/json'});
+  input.addEventListener('change', async () => {
+    const file = input.files[0];
+    resolve(file ? await file.slice(0, LIMIT + 1).text() : '');
+  });
+  input.addEventListener('cancel', () => resolve(''));
+  input.click();
+})""".replace("LIMIT", str(MAX_IMPORT_BYTES))
+
+
+def listing(library: Library) -> gr.Radio:
+    """The list as the page shows it, the conversation on screen selected (if it is listed)."""
+    listed = library.find(library.active) is not None
+    return gr.Radio(choices=library.choices(), value=library.active if listed else None)
+
+
+def _file_name(title: str, suffix: str) -> str:
+    return (re.sub(r"[^\w-]+", "-", title).strip("-")[:40] or "conversation") + suffix
+
+
+def _view(turns: list[Turn]) -> tuple:
+    """The chat window, the stored turns and the notice, for a conversation opened."""
+    return to_messages(turns), turns, notice_for(turns)
+
+
+class ListHandlers:
+    def __init__(self, budget_bytes: int, secret: str) -> None:
+        self.budget_bytes = budget_bytes
+        self.secret = secret
+
+    def blank(self) -> Library:
+        """The list a tab starts with (Gradio calls this once per tab), until ``load``.
+
+        Every handler that touches it is a coroutine: they all run on the replica's event loop,
+        one at a time between awaits, so none sees the list half-changed."""
+        return Library(self.budget_bytes)
+
+    async def load(self, sealed: str, turns: list[Turn] | None, library: Library) -> tuple:
+        """The page opens with the sealed list that the browser read from localStorage: (chat
+        window, stored turns, notice)."""
+        saved: dict[str, Any] = {}
+        if sealed:
+            try:
+                saved = unseal(sealed, self.secret)
+            except ConversationError as error:
+                gr.Warning(error.message)
+        return _view(library.restore(saved, list(turns or [])))
+
+    async def persist(self, library: Library) -> tuple:
+        """The list, under its budget and sealed, for the browser to keep: (sealed list, list,
+        name, list notice)."""
+        went = library.fit()
+        notice: Any = gr.skip()
+        if went:
+            notice = (
+                "ℹ️ This browser's storage for the page is full, so the oldest went: "
+                f"{', '.join(went)}. Export a conversation (JSON) to keep it elsewhere."
+            )
+            gr.Warning(notice)
+        return seal(library.saved(), self.secret), listing(library), library.title(), notice
+
+    async def start_new(self, library: Library, running: set[Halt]) -> tuple:
+        """A fresh conversation; a reply still streaming ends, kept in its own one."""
+        halt_all(running, keep=True)
+        library.start_new()
+        return _view([])
+
+    async def open(self, choice: str | None, library: Library, running: set[Halt]):
+        if not choice or choice == library.active:
+            return gr.skip(), gr.skip(), gr.skip()
+        halt_all(running, keep=True)
+        try:
+            return _view(library.open(choice))
+        except ConversationError as error:
+            gr.Warning(error.message)
+            return gr.skip(), gr.skip(), gr.skip()
+
+    async def rename(self, title: str, library: Library) -> None:
+        try:
+            library.rename(title)
+        except ConversationError as error:
+            gr.Warning(error.message)
+
+    async def delete(self, library: Library, running: set[Halt]) -> tuple:
+        halt_all(running, keep=False)
+        library.delete()
+        return _view([])
+
+    def export_markdown(self, library: Library, turns: list[Turn] | None) -> str:
+        return self._export(library, turns, ".md", "text/markdown", to_markdown)
+
+    def export_json(self, library: Library, turns: list[Turn] | None) -> str:
+        return self._export(library, turns, ".json", "application/json", to_file)
+
+    def _export(self, library, turns, suffix: str, mime: str, render) -> str:
+        """The file for the browser to save: its name, type and text (as JSON)."""
+        if not turns:
+            gr.Warning("There is nothing to export yet: send a message first.")
+            return ""
+        title = library.title() or title_for(turns)
+        text = render(title, turns)
+        return json.dumps({"name": _file_name(title, suffix), "type": mime, "text": text})
+
+    async def import_file(self, text: str, library: Library, running: set[Halt]):
+        """A file from "Export JSON", added to the list and opened; a bad one changes nothing.
+        (chat window, stored turns, notice, the read file's text: emptied)"""
+        if not text:
+            return gr.skip(), gr.skip(), gr.skip(), ""
+        try:
+            title, turns = from_file(text)
+        except ConversationError as error:
+            gr.Warning(error.message)
+            return gr.skip(), gr.skip(), gr.skip(), ""
+        halt_all(running, keep=True)
+        library.add(title, turns)
+        gr.Info(f"Imported “{library.title()}”.")
+        return *_view(turns), ""

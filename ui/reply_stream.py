@@ -1,0 +1,75 @@
+"""A reply on its way to the page: how it is asked to end, and how often it is redrawn."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+# The page redraws the reply at most this often: a fast model sends 60 deltas a second, and
+# each redraw renders the whole reply again in the browser (and diffs it in the UI replica).
+REDRAW_INTERVAL_S = 0.1
+
+
+@dataclass(eq=False)
+class Halt:
+    """How a running turn is asked to end: ``keep`` its partial reply (Stop) or not (Clear/Undo)."""
+
+    requested: asyncio.Event = field(default_factory=asyncio.Event)
+    keep: bool = True
+
+    def __call__(self, keep: bool) -> None:
+        self.keep = keep
+        self.requested.set()
+
+
+def halt_all(running: set[Halt], keep: bool) -> None:
+    for halt in list(running):
+        halt(keep)
+
+
+def join_deltas(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Consecutive deltas as one (their texts and English texts joined); other events as they
+    are, in order."""
+    joined: list[dict[str, Any]] = []
+    for event in events:
+        if event["type"] == "delta" and joined and joined[-1]["type"] == "delta":
+            last = dict(joined[-1])
+            last["text"] += event["text"]
+            if "text_en" in event:
+                last["text_en"] = last.get("text_en", "") + event["text_en"]
+            joined[-1] = last
+        else:
+            joined.append(event)
+    return joined
+
+
+async def until_halted(
+    stream: AsyncIterator[dict[str, Any]], halt: Halt
+) -> AsyncIterator[dict[str, Any]]:
+    """The stream's events until it ends or ``halt`` is requested; the stream is closed either way.
+
+    Closing the stream closes its WebSocket, which cancels the request in the router.
+    """
+    halted = asyncio.ensure_future(halt.requested.wait())
+    step: asyncio.Future | None = None
+    try:
+        while True:
+            step = asyncio.ensure_future(anext(stream))
+            await asyncio.wait({step, halted}, return_when=asyncio.FIRST_COMPLETED)
+            if not step.done():
+                return  # halted: the finally below ends the pending read
+            try:
+                event = step.result()
+            except StopAsyncIteration:
+                return
+            yield event
+    finally:
+        # Also when this turn itself is cancelled (the tab closed): end the pending read first,
+        # since a stream cannot be closed while a read is running in it.
+        halted.cancel()
+        if step is not None and not step.done():
+            step.cancel()
+            await asyncio.wait({step})
+        await stream.aclose()

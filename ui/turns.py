@@ -1,0 +1,77 @@
+"""A conversation's stored turns, and what the page and the model are shown of them.
+
+A turn is what one exchange leaves in the browser: what the person wrote and read, and, for a
+French turn, what the model read and wrote in English, so nothing is translated twice.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# user, assistant, user_en, assistant_en, language; history_dropped (int), stopped (bool)
+Turn = dict[str, Any]
+
+ENGLISH_ORIGINAL = "English original"
+STOPPED_MARK = "\n\n*(stopped)*"
+TEXT_FIELDS = ("user", "assistant", "user_en", "assistant_en")
+
+
+def to_messages(turns: list[Turn]) -> list[dict[str, Any]]:
+    """What the chat window shows: the conversation in the person's own language.
+
+    A French turn also gets a closed "English original" fold with what the model read and wrote.
+    """
+    messages: list[dict[str, Any]] = []
+    for turn in turns:
+        reply = turn["assistant"] + (STOPPED_MARK if turn.get("stopped") else "")
+        messages.append({"role": "user", "content": turn["user"]})
+        messages.append({"role": "assistant", "content": reply})
+        if turn.get("language") == "fr":
+            english = f"**You:** {turn['user_en']}\n\n**Assistant:** {turn['assistant_en']}"
+            messages.append(
+                {
+                    "role": "assistant",
+                    "content": english,
+                    "metadata": {"title": ENGLISH_ORIGINAL, "status": "done"},
+                }
+            )
+    return messages
+
+
+def turn_at(turns: list[Turn], message_index: int) -> int:
+    """The turn that the chat window's message ``message_index`` belongs to."""
+    for index in range(len(turns)):
+        if message_index < len(to_messages(turns[: index + 1])):
+            return index
+    return len(turns) - 1
+
+
+def to_history_en(turns: list[Turn]) -> list[dict[str, str]]:
+    """What the model sees: the English side of every turn."""
+    history: list[dict[str, str]] = []
+    for turn in turns:
+        history.append({"role": "user", "content": turn["user_en"]})
+        history.append({"role": "assistant", "content": turn["assistant_en"]})
+    return history
+
+
+def notice_for(turns: list[Turn]) -> str:
+    """Says when the model no longer sees the start of the conversation."""
+    dropped = turns[-1].get("history_dropped", 0) if turns else 0
+    if not dropped:
+        return ""
+    return (
+        f"ℹ️ This conversation is longer than the model can read: its first {dropped} messages "
+        "are no longer in the model's view. Start a new conversation to start afresh."
+    )
+
+
+def message_text(value: Any) -> str:
+    """A message's text, whether Gradio hands it over as a string or as content parts."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        return message_text(value.get("text", value.get("content", "")))
+    if isinstance(value, list):
+        return "".join(message_text(part) for part in value)
+    return str(value or "")
