@@ -90,13 +90,17 @@ def test_the_page_on_the_real_models_in_both_languages(
     send(page, "Quels fruits sont de saison en hiver ?")
     page.locator("#chatbot").get_by_text("English original").wait_for(timeout=180_000)
     settled_text(page, bots(page).last, quiet_ms=4000)
+    wait_for_list(page, ["Give me three tips to sleep better."], secret=None)  # the turn is done
     page.locator("#chatbot").get_by_text("English original").click()  # open the fold
+    page.locator("#chatbot .thought-group .title[aria-expanded='true']").wait_for(timeout=10_000)
     page.locator("#chatbot").get_by_text("You:").wait_for(timeout=10_000)
+    page.locator("#chatbot").get_by_text("Assistant:").scroll_into_view_if_needed()
     french = bots(page).last.inner_text().split("English original")[0]
     assert lingua.detect(english) == "en" and lingua.detect(french) == "fr", (english, french)
     pictures = Path(os.environ.get("SCREENSHOT_DIR") or tmp_path)
     page.screenshot(path=str(pictures / "screenshot.png"))
     page.locator("#new-conversation").click()
+    page.wait_for_function("() => !document.querySelector('#chatbot .message')", timeout=10_000)
     send(page, "Peux-tu me conseiller un bon livre ?")
     titles = ["Peux-tu me conseiller un bon livre ?", "Give me three tips to sleep better."]
     wait_for_list(page, titles, secret=None)  # the offline page's key is its own
