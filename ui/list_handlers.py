@@ -2,7 +2,7 @@
 
 Each tab holds its list as a live object (``gr.State``) that every handler changes in place, so
 a turn that ends after the person opened another conversation still lands in its own. After
-each change, ``persist`` hands a copy to the browser's storage (``gr.BrowserState``).
+each change, ``persist`` seals a copy that the page writes to localStorage (``WRITE_LIST``).
 """
 
 from __future__ import annotations
