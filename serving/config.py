@@ -234,16 +234,6 @@ class RouterSettings(_Strict):
             "does not move) ends with a generation_failed error instead of going quiet."
         ),
     )
-    browser_storage_kib: int = Field(
-        1536,
-        ge=4,
-        le=2048,
-        description=(
-            "Most JSON the list of conversations may take in the browser's storage (about 5 "
-            "million characters per site, encryption adds a third); past it the oldest "
-            "conversations go, with a notice."
-        ),
-    )
     deployment: DeploymentSettings = Field(
         default_factory=lambda: DeploymentSettings(
             ray_actor_options=ActorOptions(num_cpus=0.1), max_ongoing_requests=64
