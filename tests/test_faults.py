@@ -17,6 +17,7 @@ import websockets
 from ray import serve
 
 from bench.run import wait_healthy
+from serving.config import RouterSettings
 from tests.replicas import replica_names
 from tests.tiny_gguf import write_gguf
 from tests.tiny_models import tiny_config
@@ -79,12 +80,24 @@ def _ws(base: str) -> str:
     return base.replace("http://", "ws://") + "/api/chat"
 
 
-async def _until_deltas(socket, count: int) -> None:
-    seen = 0
-    while seen < count:
-        event = json.loads(await socket.recv())
+# The router ends a turn whose model says nothing for model_silence_s: a client never waits longer.
+QUIET_S = RouterSettings().model_silence_s + 5
+
+
+async def _until_deltas(socket, count: int) -> list[dict]:
+    """The turn's next ``count`` deltas; fails on an error event or ``QUIET_S`` of silence."""
+    deltas: list[dict] = []
+    while len(deltas) < count:
+        try:
+            event = json.loads(await asyncio.wait_for(socket.recv(), QUIET_S))
+        except asyncio.TimeoutError:
+            raise AssertionError(
+                f"no event for {QUIET_S:.0f} s after {len(deltas)} of {count} deltas"
+            ) from None
         assert event["type"] != "error", event
-        seen += event["type"] == "delta"
+        if event["type"] == "delta":
+            deltas.append(event)
+    return deltas
 
 
 async def _error_within(socket, seconds: float) -> dict:
@@ -104,10 +117,10 @@ async def _error_within(socket, seconds: float) -> dict:
 def test_a_model_replica_killed_mid_reply_is_an_error_and_the_next_turn_works(
     fault_app: str, deployment: str, message: str
 ):
-    async def scenario() -> tuple[dict, float, dict]:
+    async def scenario() -> tuple[dict, float, list[dict]]:
         async with websockets.connect(_ws(fault_app)) as socket:
             await socket.send(json.dumps({"message": message, "history": []}))
-            await _until_deltas(socket, 3)
+            await _until_deltas(socket, 3)  # the reply is streaming: kill it mid-way
             killed = await asyncio.to_thread(_kill, deployment)
             started = time.monotonic()
             error = await _error_within(socket, 20)
@@ -115,13 +128,12 @@ def test_a_model_replica_killed_mid_reply_is_an_error_and_the_next_turn_works(
             await asyncio.to_thread(_replaced, fault_app, deployment, killed)
             # The same connection serves the next turn once Serve has a new replica.
             await socket.send(json.dumps({"message": "Hi again", "history": []}))
-            await _until_deltas(socket, 2)
-            return error, waited, {"type": "delta"}
+            return error, waited, await _until_deltas(socket, 2)
 
     error, waited, after = asyncio.run(scenario())
     assert error["type"] == "error" and error["code"] == "generation_failed", error
     assert "Try again" in error["message"] and waited < 20
-    assert after["type"] == "delta"
+    assert "".join(delta["text"] for delta in after).strip(), after  # the next reply has text
 
 
 def test_the_router_killed_under_open_sockets_closes_them_and_clients_can_reconnect(
@@ -145,6 +157,15 @@ def test_the_router_killed_under_open_sockets_closes_them_and_clients_can_reconn
     assert len(closes) == 3 and all(code != 1000 for code in closes), closes  # not a normal end
 
 
+def _reply_text(outputs: list) -> str:
+    """The streaming reply's text in the page's latest update (its chat's last message)."""
+    chat = outputs[-1][0] if outputs else []
+    if not chat or chat[-1]["role"] != "assistant":
+        return ""
+    content = chat[-1]["content"]
+    return content if isinstance(content, str) else "".join(p.get("text", "") for p in content)
+
+
 def test_the_page_keeps_the_conversation_when_the_chat_replica_dies(fault_app: str):
     from gradio_client import Client
 
@@ -160,8 +181,9 @@ def test_the_page_keeps_the_conversation_when_the_chat_replica_dies(fault_app: s
     ]
     job = client.submit("Tell me a long story", turns, api_name="/chat")
     deadline = time.monotonic() + 60
-    while len(job.outputs()) < 3 and time.monotonic() < deadline:  # the reply is streaming
+    while not _reply_text(job.outputs()) and time.monotonic() < deadline:
         time.sleep(0.2)
+    assert _reply_text(job.outputs()), "the reply had not started when the replica was to die"
     killed = _kill("ChatModel")
     _, kept, box, _ = job.result(timeout=60)
     assert kept == turns  # the stored conversation is intact...

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
+import re
 from pathlib import Path
 
 import httpx
@@ -13,25 +13,29 @@ import websockets
 from ray import serve
 
 from bench.run import app_memory_mib, wait_healthy
+from tests.conftest import LONG_REPLY_TOKENS, METRICS_PORT
 from tests.tiny_gguf import write_gguf
-from tests.tiny_models import tiny_config
+from tests.tiny_models import CORPUS, tiny_config
+from tests.ws import ws_turn
+
+ENGLISH_WORDS = sorted({word.strip(",.?!") for line in CORPUS[::2] for word in line.split()})
 
 
-async def _conversation(
-    url: str, user: int, turns: int, streaming: asyncio.Event | None = None
-) -> list[dict]:
-    """One user's conversation; each turn's message names the user and the turn.
+def _message(user: int, turn: int) -> str:
+    """English words of the tiny models' corpus, different for each user and turn: a random tiny
+    model answers near-identical prompts alike, and these get replies of their own."""
+    words = ENGLISH_WORDS
+    first, second = words[user % len(words)], words[(7 * user + 3 * turn + 1) % len(words)]
+    return f"{first} {second}: user {user}, turn {turn}."
 
-    ``streaming`` is set when the first reply's first text arrives: the model is running it.
-    """
+
+async def _conversation(url: str, user: int, turns: int) -> list[dict]:
+    """One user's conversation; each turn's message is its own (``_message``)."""
     outcomes, history = [], []
     async with websockets.connect(url, open_timeout=60) as socket:
         for turn in range(turns):
-            message = f"I am user {user} and this is my turn {turn}. Hello!"
-            await socket.send(json.dumps({"message": message, "history": history}))
-            while (event := json.loads(await socket.recv()))["type"] not in ("done", "error"):
-                if streaming is not None and event["type"] == "delta":
-                    streaming.set()
+            message = _message(user, turn)
+            event = (await ws_turn(socket, message, history))[-1]
             outcomes.append({"message": message, **event})
             if event["type"] == "done":
                 history += [
@@ -48,16 +52,52 @@ def _run(url: str, users: int, turns: int) -> list[dict]:
     return [outcome for outcomes in asyncio.run(everyone()) for outcome in outcomes]
 
 
-def test_32_conversations_at_once_are_all_answered_and_never_mixed_up(tiny_app: str):
-    url = tiny_app.replace("http://", "ws://") + "/api/chat"
-    outcomes = _run(url, users=32, turns=3)
-    assert len(outcomes) == 96
-    refused = [o for o in outcomes if o["type"] == "error"]
-    assert all(o["code"] == "busy" for o in refused), refused[:3]
-    answered = [o for o in outcomes if o["type"] == "done"]
-    assert answered and all(o["reply"].strip() for o in answered)
-    # Each reply belongs to its own request: the server's record of the message is the message.
-    assert all(o["message_en"] == o["message"] for o in answered)
+@pytest.fixture(scope="module")
+def greedy_app(serve_instance: int, tiny_causal: Path, tiny_seq2seq: Path):
+    """The tiny graph with greedy decoding: a prompt gets the same reply however it is batched.
+
+    No system prompt, and 48 tokens: each turn of ``_message`` then gets a reply of its own."""
+    from serving.app import build_api
+
+    greedy = {"do_sample": False, "max_new_tokens": 48, "min_new_tokens": 48}
+    extra = {"chat": {"system_prompt": None, "generation": greedy}}
+    config = tiny_config(tiny_causal, tiny_seq2seq, serve_instance, extra=extra)
+    serve.run(build_api(config), name="greedy-api", route_prefix="/greedy/api")
+    base = f"http://127.0.0.1:{serve_instance}/greedy"
+    wait_healthy(base, timeout=120)
+    yield base
+    serve.delete("greedy-api")
+
+
+def test_32_conversations_at_once_are_all_answered_and_never_mixed_up(greedy_app: str):
+    url = greedy_app.replace("http://", "ws://") + "/api/chat"
+    users, turns = 32, 3
+
+    def replies(outcomes: list[dict]) -> list[str | None]:
+        return [outcome.get("reply") for outcome in outcomes]
+
+    async def alone() -> list[list[str | None]]:
+        return [replies(await _conversation(url, user, turns)) for user in range(users)]
+
+    async def together() -> list[list[dict]]:
+        return await asyncio.gather(*(_conversation(url, user, turns) for user in range(users)))
+
+    expected = asyncio.run(alone())
+    again = replies(asyncio.run(_conversation(url, 0, turns)))
+    assert again == expected[0], "greedy replies changed from one run to the next"
+    # Every conversation's replies are its own: one that reached another conversation shows.
+    assert len({tuple(found) for found in expected}) == users, expected
+    outcomes = asyncio.run(together())
+    # Nothing is refused: this graph queues without bound (max_queued_requests: -1).
+    refused = [o for found in outcomes for o in found if o["type"] != "done"]
+    assert not refused, refused[:3]
+    mixed = [
+        (user, turn)
+        for user, found in enumerate(outcomes)
+        for turn, reply in enumerate(replies(found))
+        if reply != expected[user][turn]
+    ]
+    assert not mixed, f"{len(mixed)} (user, turn) got another reply than alone: {mixed[:8]}"
 
 
 def test_memory_stays_flat_over_a_soak_of_hundreds_of_turns(tiny_app: str):
@@ -77,12 +117,16 @@ def busy_app(serve_instance: int, tiny_causal_long: Path, tiny_causal: Path, tin
 
     extra = {
         "chat": {
-            # Long enough that the running reply still runs when the next requests come.
-            "model": {"source": str(write_gguf(tiny_causal_long)), "context_tokens": 4608},
-            "generation": {"max_new_tokens": 4000, "min_new_tokens": 4000},
+            # The running reply outlasts the test's checks: the test ends it by leaving.
+            "model": {"source": str(write_gguf(tiny_causal_long)), "context_tokens": 24_576},
+            "generation": {
+                "max_new_tokens": LONG_REPLY_TOKENS,
+                "min_new_tokens": LONG_REPLY_TOKENS,
+            },
             "batching": {"max_batch_size": 1},
             "deployment": {"max_ongoing_requests": 1, "max_queued_requests": 1},
         },
+        "router": {"model_silence_s": 600},  # the queued turn may wait as long as the test needs
     }
     config = tiny_config(tiny_causal, tiny_seq2seq, serve_instance, extra=extra)
     serve.run(build_api(config), name="busy-api", route_prefix="/busy/api")
@@ -92,42 +136,59 @@ def busy_app(serve_instance: int, tiny_causal_long: Path, tiny_causal: Path, tin
     serve.delete("busy-api")
 
 
+def _queued(application: str, deployment: str) -> float:
+    """Serve's gauge of requests that wait in handles for a replica of ``deployment``."""
+    text = httpx.get(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=10).text
+    samples = re.findall(r"^ray_serve_deployment_queued_queries\{(.*)\} (\S+)$", text, re.M)
+    wanted = (f'application="{application}"', f'deployment="{deployment}"')
+    return sum(float(value) for labels, value in samples if all(w in labels for w in wanted))
+
+
+async def _streams(socket, started: asyncio.Event) -> dict:
+    """Read a turn to its end; ``started`` is set at its first delta."""
+    while (event := json.loads(await socket.recv()))["type"] not in ("done", "error"):
+        if event["type"] == "delta":
+            started.set()
+    return event
+
+
 def test_a_full_queue_answers_busy_at_once_and_everything_else_is_answered(busy_app: str):
     url = busy_app.replace("http://", "ws://") + "/api/chat"
+    story = json.dumps({"message": "Tell me a story", "history": []})
 
-    async def timed(user: int, streaming: asyncio.Event | None = None) -> tuple[dict, float]:
-        started = time.monotonic()
-        (outcome,) = await _conversation(url, user, 1, streaming)
-        return outcome, time.monotonic() - started
+    async def post() -> httpx.Response:
+        async with httpx.AsyncClient(timeout=None) as client:  # the running reply is the bound
+            return await client.post(f"{busy_app}/api/chat", json={"message": "Hi"})
 
-    async def everyone():
-        # One reply runs in the only slot before five more arrive together, so the test does
-        # not depend on which of six simultaneous requests the router's handle places first.
-        streaming = asyncio.Event()
-        running = asyncio.create_task(timed(0, streaming))
-        await asyncio.wait_for(streaming.wait(), timeout=60)
-        later = await asyncio.gather(*(timed(user) for user in range(1, 6)))
-        return [await running, *later]
+    async def scenario() -> tuple[list, httpx.Response]:
+        async with websockets.connect(url) as running, websockets.connect(url) as waiting:
+            runs, waits = asyncio.Event(), asyncio.Event()
+            await running.send(story)
+            ran = asyncio.create_task(_streams(running, runs))
+            await asyncio.wait_for(runs.wait(), 60)  # the only slot is taken
+            await waiting.send(story)
+            waited = asyncio.create_task(_streams(waiting, waits))
+            # The running reply is the bound: once it ends, nothing waits any more.
+            while not await asyncio.to_thread(_queued, "busy-api", "ChatModel"):
+                assert not ran.done(), f"the reply ended before the next one queued: {ran.result()}"
+                await asyncio.sleep(0.5)
+            later = asyncio.gather(*(_conversation(url, user, 1) for user in range(2, 6)), post())
+            await asyncio.wait({later, ran}, return_when=asyncio.FIRST_COMPLETED)
+            # Refused at once: answered while the reply in the slot still runs, not after it.
+            assert later.done() and not ran.done(), "the later requests waited for the slot"
+            assert not waits.is_set()  # the queued turn waits for the slot...
+            ran.cancel()
+            await running.close()  # ...which frees when the running turn's client leaves
+            # Serve hands the freed slot to the waiting request at once; 60 s only guards a hang.
+            started = asyncio.create_task(waits.wait())
+            await asyncio.wait({started, waited}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+            assert waits.is_set(), waited.result() if waited.done() else "it still waits"
+            started.cancel()
+            waited.cancel()
+            *refused, response = later.result()
+            return [outcome for (outcome,) in refused], response
 
-    results = asyncio.run(everyone())
-    assert results[0][0]["type"] == "done", results[0]
-    later = results[1:]
-    busy = [(o, t) for o, t in later if o["type"] == "error"]
-    done = [o for o, _ in later if o["type"] == "done"]
-    assert all(o["code"] == "busy" and t < 5 for o, t in busy), busy
-    # One waits in the queue and is answered when the running one ends; the rest are refused.
-    assert len(done) == 1 and len(busy) == 4, (done, busy)
-
-    async def saturate_then_post() -> httpx.Response:
-        async with websockets.connect(url) as first, websockets.connect(url) as second:
-            story = json.dumps({"message": "Tell me a story", "history": []})
-            await first.send(story)
-            assert json.loads(await first.recv())["type"] == "start"  # the one running
-            await second.send(story)  # the one waiting
-            await asyncio.sleep(1)
-            async with httpx.AsyncClient(timeout=30) as client:
-                return await client.post(f"{busy_app}/api/chat", json={"message": "Hi"})
-
-    response = asyncio.run(saturate_then_post())
+    refused, response = asyncio.run(scenario())
+    assert all(o["type"] == "error" and o["code"] == "busy" for o in refused), refused
     assert response.status_code == 503 and response.headers["retry-after"] == "5"
     assert response.json()["error"]["code"] == "busy"
