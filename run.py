@@ -147,8 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Ready in {time.monotonic() - started:.0f} s: open {url} (Ctrl-C to stop)", flush=True)
     if not address:
         print(f"Metrics for Prometheus: http://{shown_host}:{config.http.metrics_port}/metrics")
-    from serving.config import LOOPBACK
-    from serving.security import access_token
+    from serving.security import LOOPBACK, access_token
 
     if token := access_token(config):
         print(f"Access token (the page's password, the API's bearer token): {token}")

@@ -8,6 +8,8 @@ import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 
+from serving.events import ChatReply, DeltaEvent, DoneEvent, ErrorEvent, parse_event
+
 
 @dataclass
 class Sample:
@@ -82,35 +84,33 @@ def summarize(samples: list[Sample], tokens_per_request: int) -> dict[str, float
 
 async def direct_pieces(model, message: str) -> AsyncIterator[str]:
     """The limit: ``ChatModel.stream`` in this process, on the same engine as the replicas."""
-    stream = model.stream([], message)
-    await anext(stream)  # PromptInfo
-    async for piece in stream:
-        if isinstance(piece, str):  # the last item is a ReplyInfo
-            yield piece
+    reply = ChatReply(model.stream([], message))
+    await reply.prompt()
+    async for piece in reply.texts():
+        yield piece
 
 
 async def handle_pieces(handle, message: str) -> AsyncIterator[str]:
     """Through a streaming DeploymentHandle to the ChatModel replica."""
-    stream = handle.stream.remote([], message)
-    await anext(stream)
-    async for piece in stream:
-        if isinstance(piece, str):
-            yield piece
+    reply = ChatReply(handle.stream.remote([], message))
+    await reply.prompt()
+    async for piece in reply.texts():
+        yield piece
 
 
 async def socket_pieces(socket, message: str, events: list | None = None) -> AsyncIterator[str]:
     """Through the public WebSocket API (proxy, router, detector, chat model)."""
     await socket.send(json.dumps({"message": message, "history": []}))
     async for raw in socket:
-        event = json.loads(raw)
+        event = parse_event(raw)
         if events is not None:
             events.append(event)
-        if event["type"] == "delta":
-            yield event["text"]
-        elif event["type"] == "done":
+        if isinstance(event, DeltaEvent):
+            yield event.text
+        elif isinstance(event, DoneEvent):
             return
-        elif event["type"] == "error":
-            raise RuntimeError(f"{event['code']}: {event['message']}")
+        elif isinstance(event, ErrorEvent):
+            raise RuntimeError(f"{event.code}: {event.message}")
 
 
 def _text(message: dict) -> str:

@@ -13,82 +13,90 @@ LAYERS = {
 }
 
 
+NAN = float("nan")
+
+
+def _table(columns: list[str], rows: list[list[str]]) -> list[str]:
+    """A markdown table: the header, its rule, then one line per row of cells."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
 def _layers(results: dict[str, Any]) -> list[str]:
-    lines = [
-        "| engine | layer | TTFT p50 | TTFT p95 | over direct (p50) | gap between pieces p50 | "
-        "decode tokens/s | total p50 | total p95 |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
+    columns = ["engine", "layer", "TTFT p50", "TTFT p95", "over direct (p50)"]
+    columns += ["gap between pieces p50", "decode tokens/s", "total p50", "total p95"]
+    rows = []
     for engine, found in results["engines"].items():
         for name, label in LAYERS.items():
             row = found["layers"][name]
-            lines.append(
-                f"| {engine} | {label} | {row['ttft_p50_ms']:.0f} ms | {row['ttft_p95_ms']:.0f} ms"
-                f" | {row['ttft_over_direct_ms']:+.0f} ms (×{row['ttft_ratio']:.2f}) | "
-                f"{row['itl_p50_ms']:.1f} ms (×{row['itl_ratio']:.2f}) | "
-                f"{row['decode_tokens_per_s']:.1f} | {row['total_p50_s']:.2f} s | "
-                f"{row['total_p95_s']:.2f} s |"
+            rows.append(
+                [
+                    engine,
+                    label,
+                    f"{row['ttft_p50_ms']:.0f} ms",
+                    f"{row['ttft_p95_ms']:.0f} ms",
+                    f"{row['ttft_over_direct_ms']:+.0f} ms (×{row['ttft_ratio']:.2f})",
+                    f"{row['itl_p50_ms']:.1f} ms (×{row['itl_ratio']:.2f})",
+                    f"{row['decode_tokens_per_s']:.1f}",
+                    f"{row['total_p50_s']:.2f} s",
+                    f"{row['total_p95_s']:.2f} s",
+                ]
             )
-    return lines
+    return _table(columns, rows)
 
 
 def _concurrency(results: dict[str, Any]) -> list[str]:
-    lines = [
-        "| engine | concurrent conversations | batching | aggregate tokens/s | × one | "
-        "TTFT p50 | TTFT p95 | TTFT p95 / one's p50 | total p50 | total p95 | errors |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
+    columns = ["engine", "concurrent conversations", "batching", "aggregate tokens/s", "× one"]
+    columns += ["TTFT p50", "TTFT p95", "TTFT p95 / one's p50", "total p50", "total p95"]
+    rows = []
     for engine, found in results["engines"].items():
         sweeps = [("on", found["concurrency"])]
         if "concurrency_no_batching" in found:
             sweeps.append(("off", found["concurrency_no_batching"]))
         for mode, sweep in sweeps:
-            single = next(iter(sweep.values())).get("ttft_p50_ms", float("nan"))
+            single = next(iter(sweep.values())).get("ttft_p50_ms", NAN)
             for level, row in sweep.items():
-                p95 = row.get("ttft_p95_ms", float("nan"))
-                lines.append(
-                    f"| {engine} | {level} | {mode} | {row['aggregate_tokens_per_s']:.1f} | "
-                    f"×{row['gain_over_one']:.2f} | {row.get('ttft_p50_ms', float('nan')):.0f} ms"
-                    f" | {p95:.0f} ms | ×{p95 / single:.1f} | "
-                    f"{row.get('total_p50_s', float('nan')):.1f} s | "
-                    f"{row.get('total_p95_s', float('nan')):.1f} s | {row['errors']} |"
+                p95 = row.get("ttft_p95_ms", NAN)
+                rows.append(
+                    [engine, level, mode, f"{row['aggregate_tokens_per_s']:.1f}"]
+                    + [f"×{row['gain_over_one']:.2f}", f"{row.get('ttft_p50_ms', NAN):.0f} ms"]
+                    + [f"{p95:.0f} ms", f"×{p95 / single:.1f}"]
+                    + [f"{row.get(key, NAN):.1f} s" for key in ("total_p50_s", "total_p95_s")]
+                    + [str(row["errors"])]
                 )
-    return lines
+    return _table([*columns, "errors"], rows)
 
 
 def _french(results: dict[str, Any]) -> list[str]:
-    lines = [
-        "| engine | French prompt | English sentences | first French text, streaming | "
-        "first text, translate-after-reply | × sooner | streaming done |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+    columns = ["engine", "French prompt", "English sentences", "first French text, streaming"]
+    columns += ["first text, translate-after-reply", "× sooner", "streaming done"]
+    rows = [
+        [engine, row["prompt"], str(row["sentences"])]
+        + [f"{row['streaming_first_text_s']:.1f} s"]
+        + [f"{row['translate_after_reply_first_text_s']:.1f} s", f"×{row['speedup']:.1f}"]
+        + [f"{row['streaming_done_s']:.1f} s"]
+        for engine, found in results["engines"].items()
+        for row in found["french"]["prompts"]
     ]
-    for engine, found in results["engines"].items():
-        for row in found["french"]["prompts"]:
-            lines.append(
-                f"| {engine} | {row['prompt']} | {row['sentences']} | "
-                f"{row['streaming_first_text_s']:.1f} s | "
-                f"{row['translate_after_reply_first_text_s']:.1f} s | ×{row['speedup']:.1f} | "
-                f"{row['streaming_done_s']:.1f} s |"
-            )
-    return lines
+    return _table(columns, rows)
 
 
 def _engines(results: dict[str, Any]) -> list[str]:
-    lines = [
-        "| engine | fr→en per sentence p50 | en→fr per sentence p50 | first deploy to healthy | "
-        "deploy, cache warm | memory after the sweep (PSS) | peak memory in the sweep |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-    ]
+    columns = ["engine", "fr→en per sentence p50", "en→fr per sentence p50"]
+    columns += ["first deploy to healthy", "deploy, cache warm"]
+    columns += ["memory after the sweep (PSS)", "peak memory in the sweep"]
+    rows = []
     for engine, found in results["engines"].items():
         startup, memory, tr = found["startup"], found["memory"], found["translation"]
-        lines.append(
-            f"| {engine} | {tr['TranslatorFrEn']['p50_s']:.2f} s | "
-            f"{tr['TranslatorEnFr']['p50_s']:.2f} s | "
-            f"{startup['first_deploy_to_healthy_s']:.1f} s ({startup['first_deploy_cache']}) | "
-            f"{startup['cached_deploy_to_healthy_s']:.1f} s | {memory['total_mib']} MiB "
-            f"({memory['processes']} processes) | {memory['peak_mib']} MiB |"
+        rows.append(
+            [engine]
+            + [f"{tr[name]['p50_s']:.2f} s" for name in ("TranslatorFrEn", "TranslatorEnFr")]
+            + [f"{startup['first_deploy_to_healthy_s']:.1f} s ({startup['first_deploy_cache']})"]
+            + [f"{startup['cached_deploy_to_healthy_s']:.1f} s"]
+            + [f"{memory['total_mib']} MiB ({memory['processes']} processes)"]
+            + [f"{memory['peak_mib']} MiB"]
         )
-    return lines
+    return _table(columns, rows)
 
 
 def write_markdown(results: dict[str, Any], path: Path) -> str:
@@ -107,8 +115,8 @@ def write_markdown(results: dict[str, Any], path: Path) -> str:
         *_engines(results),
     ]
     if results.get("comparison"):
-        lines += ["", "| llama.cpp over transformers, this run | ratio |", "| --- | --- |"]
-        lines += [f"| {name} | ×{value:.2f} |" for name, value in results["comparison"].items()]
+        ratios = [[name, f"×{value:.2f}"] for name, value in results["comparison"].items()]
+        lines += ["", *_table(["llama.cpp over transformers, this run", "ratio"], ratios)]
     text = "\n".join(lines) + "\n"
     path.write_text(text)
     return text

@@ -15,8 +15,9 @@ from ray import serve
 from ray.serve import Application
 
 from serving.chat import ChatModel
-from serving.config import AppConfig, DeploymentSettings, load_config
+from serving.config import AppConfig, load_config
 from serving.detect import LanguageDetector
+from serving.model_config import DeploymentSettings
 from serving.router import Router
 from serving.security import access_token
 from serving.translate import Translator

@@ -149,9 +149,6 @@ async def stream_batch(
 
     rows = _Rows(lm, jobs, emit)
     inputs = {name: tensor.to(lm.device) for name, tensor in pad(lm, jobs).items()}
-    kwargs = dict(generate_kwargs)
-    kwargs["max_new_tokens"] = max(job.max_new_tokens for job in jobs)
-    kwargs["min_new_tokens"] = min(kwargs.get("min_new_tokens", 0), kwargs["max_new_tokens"])
 
     def run() -> None:
         stats.add(active=len(jobs))
@@ -159,7 +156,7 @@ async def stream_batch(
             with torch.inference_mode():
                 lm.model.generate(
                     **inputs,
-                    **kwargs,
+                    **generate_kwargs,
                     streamer=_BatchStreamer(rows),
                     stopping_criteria=StoppingCriteriaList([_RowsDone(rows), CountSteps(stats)]),
                     pad_token_id=lm.tokenizer.pad_token_id,

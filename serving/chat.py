@@ -8,10 +8,10 @@ from contextlib import aclosing
 from typing import Any
 
 from serving.config import ChatSettings
-from serving.engine import Engine, EngineDeployment, Message, Sampling, Usage, load_engine
+from serving.engine import ChatMessage, Engine, EngineDeployment, Sampling, Usage, load_engine
 from serving.errors import InvalidRequestError
+from serving.events import PromptInfo, ReplyInfo
 from serving.pacing import paced
-from serving.protocol import PromptInfo, ReplyInfo
 
 logger = logging.getLogger(__name__)
 
@@ -34,13 +34,17 @@ class ChatModel(EngineDeployment):
             return limit
         return limit - self.sampling.max_new_tokens
 
-    def build_inputs(self, history: list[Message], message: str) -> tuple[list[int], PromptInfo]:
+    def build_inputs(
+        self, history: list[ChatMessage], message: str
+    ) -> tuple[list[int], PromptInfo]:
         """The prompt's token ids, dropping the oldest turns to fit, and what was left out."""
         if self.engine.is_encoder_decoder:
             return self._seq2seq_inputs(history, message)
         return self._causal_inputs(history, message)
 
-    def _causal_inputs(self, history: list[Message], message: str) -> tuple[list[int], PromptInfo]:
+    def _causal_inputs(
+        self, history: list[ChatMessage], message: str
+    ) -> tuple[list[int], PromptInfo]:
         system = (
             [{"role": "system", "content": self.settings.system_prompt}]
             if self.settings.system_prompt
@@ -59,7 +63,9 @@ class ChatModel(EngineDeployment):
             f"the limit is {self.input_budget}). Shorten it and send it again."
         )
 
-    def _seq2seq_inputs(self, history: list[Message], message: str) -> tuple[list[int], PromptInfo]:
+    def _seq2seq_inputs(
+        self, history: list[ChatMessage], message: str
+    ) -> tuple[list[int], PromptInfo]:
         tokenizer = self.engine.tokenizer  # seq2seq models run on transformers
         turns = [turn["content"] for turn in history] + [message]
         for dropped in range(len(turns)):
@@ -73,7 +79,7 @@ class ChatModel(EngineDeployment):
         return ids, PromptInfo(len(history), len(ids), message_truncated=True)
 
     async def stream(
-        self, history: list[Message], message: str, options: dict[str, Any] | None = None
+        self, history: list[ChatMessage], message: str, options: dict[str, Any] | None = None
     ) -> AsyncIterator[PromptInfo | str | ReplyInfo]:
         """A ``PromptInfo``, the reply's text pieces as the model generates them, a ``ReplyInfo``.
 

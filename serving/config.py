@@ -2,157 +2,26 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from serving.errors import ConfigError
-
-logger = logging.getLogger(__name__)
+from serving.model_config import (
+    ActorOptions,
+    BatchSettings,
+    DeploymentSettings,
+    GenerationSettings,
+    ModelSpec,
+    StrictModel,
+)
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ActorOptions(_Strict):
-    num_cpus: float = Field(0.5, ge=0, description="CPUs Ray reserves for each replica.")
-    num_gpus: float = Field(
-        0, ge=0, description="GPUs per replica; fractions share a GPU. Falls back to 0 without one."
-    )
-    resources: dict[str, float] = Field(
-        default_factory=dict, description="Custom Ray resources a node must offer."
-    )
-    runtime_env: dict[str, Any] | None = Field(
-        None, description="Ray runtime_env for this deployment's replicas (pip, env_vars, ...)."
-    )
-
-
-class DeploymentSettings(_Strict):
-    num_replicas: int = Field(
-        1, ge=1, description="Fixed replica count (ignored with autoscaling)."
-    )
-    autoscaling_config: dict[str, Any] | None = Field(
-        None,
-        description="Serve autoscaling_config (min/initial/max_replicas, target_ongoing_requests).",
-    )
-    max_ongoing_requests: int = Field(8, ge=1, description="Requests one replica works on at once.")
-    max_queued_requests: int = Field(
-        -1, description="Requests waiting per caller before Serve answers 'busy'; -1 is unbounded."
-    )
-    health_check_period_s: float = Field(10, gt=0, description="Seconds between health checks.")
-    health_check_timeout_s: float = Field(30, gt=0, description="Seconds before a check fails.")
-    ray_actor_options: ActorOptions = Field(default_factory=ActorOptions)
-
-    def serve_options(self, gpu_available: bool, name: str, warn: bool = True) -> dict[str, Any]:
-        """Keyword arguments for ``Deployment.options``; GPU requests drop to CPU without a GPU."""
-        actor = self.ray_actor_options.model_dump(exclude_none=True)
-        if actor["num_gpus"] and not gpu_available:
-            if warn:
-                logger.warning(
-                    "%s asks for %s GPU but none exists: running on CPU.", name, actor["num_gpus"]
-                )
-            actor["num_gpus"] = 0
-        options: dict[str, Any] = {
-            "max_ongoing_requests": self.max_ongoing_requests,
-            "max_queued_requests": self.max_queued_requests,
-            "health_check_period_s": self.health_check_period_s,
-            "health_check_timeout_s": self.health_check_timeout_s,
-            "ray_actor_options": actor,
-        }
-        if self.autoscaling_config:
-            options["autoscaling_config"] = self.autoscaling_config
-        else:
-            options["num_replicas"] = self.num_replicas
-        return options
-
-
-class GenerationSettings(_Strict):
-    max_new_tokens: int = Field(128, ge=1, description="Upper bound on generated tokens.")
-    min_new_tokens: int = Field(0, ge=0, description="Lower bound on generated tokens.")
-    do_sample: bool = Field(False, description="Sample instead of greedy decoding.")
-    temperature: float = Field(1.0, gt=0, description="Sampling temperature (with do_sample).")
-    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass (with do_sample).")
-    repetition_penalty: float = Field(1.0, gt=0, description="Penalty on repeated tokens.")
-
-
-class BatchSettings(_Strict):
-    """Concurrent requests decoded together. llama.cpp: that many slots, and a request joins the
-    running batch at the next step (continuous batching). transformers: ``@serve.batch`` gathers
-    requests into one ``generate``."""
-
-    max_batch_size: int = Field(
-        8, ge=1, description="Most requests decoded together; 1 turns batching off."
-    )
-    batch_wait_timeout_s: float = Field(
-        0.005,
-        ge=0,
-        description="transformers: how long a batch waits for more requests before it starts.",
-    )
-
-    @property
-    def enabled(self) -> bool:
-        return self.max_batch_size > 1
-
-
-class ModelSpec(_Strict):
-    source: str = Field(
-        description=(
-            "Where the weights are: a Hugging Face id, a local folder or .gguf file, or "
-            "'package:<module>[/<file>]' for weights shipped in an installed Python package."
-        )
-    )
-    gguf_file: str | None = Field(None, description="GGUF file name inside a local folder.")
-    pip_package: str | None = Field(None, description="The pip package that ships these weights.")
-    engine: Literal["auto", "llama.cpp", "transformers"] = Field(
-        "auto",
-        description=(
-            "What runs the model: 'auto' is llama.cpp for a .gguf file on a CPU (natively, with "
-            "continuous batching) and transformers for everything else (GPU, Hugging Face models)."
-        ),
-    )
-    context_tokens: int | None = Field(
-        None,
-        ge=64,
-        description=(
-            "llama.cpp: tokens of context per conversation (prompt and reply), reserved for each "
-            "of batching.max_batch_size slots; default 2048."
-        ),
-    )
-    prompt_cache_mib: int = Field(
-        0,
-        ge=0,
-        description=(
-            "llama.cpp: memory (MiB) for the KV of prompts pushed out of their slot, to be read "
-            "back when that conversation returns. 0 (the default) keeps none: llama.cpp's own "
-            "default of 8 GiB lets a replica grow with every distinct prompt it has served."
-        ),
-    )
-    kind: Literal["auto", "causal", "seq2seq"] = Field(
-        "auto", description="Architecture family; 'auto' reads it from the model config."
-    )
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
-        "auto", description="'auto' is float16 on a GPU and float32 on CPU."
-    )
-    max_input_tokens: int | None = Field(
-        None, ge=8, description="Prompt budget in tokens; default: the model's own context limit."
-    )
-    threads: int | None = Field(
-        None,
-        ge=1,
-        description=(
-            "CPU threads for the engine (llama.cpp: for decoding and for reading prompts); "
-            "default: torch's own choice, or 1 for llama.cpp."
-        ),
-    )
-
-
-class TranslationPrompt(_Strict):
+class TranslationPrompt(StrictModel):
     prefix: str = Field(
         "", description="Text put before the input (seq2seq, e.g. T5's task prefix)."
     )
@@ -163,7 +32,7 @@ class TranslationPrompt(_Strict):
     target_name: str = Field("English", description="Target language name in the few-shot prompt.")
 
 
-class TranslatorSettings(_Strict):
+class TranslatorSettings(StrictModel):
     model: ModelSpec
     prompt: TranslationPrompt = Field(default_factory=TranslationPrompt)
     generation: GenerationSettings = Field(
@@ -173,7 +42,7 @@ class TranslatorSettings(_Strict):
     deployment: DeploymentSettings = Field(default_factory=DeploymentSettings)
 
 
-class ChatSettings(_Strict):
+class ChatSettings(StrictModel):
     model: ModelSpec
     system_prompt: str | None = Field(None, description="System message for chat-template models.")
     turn_separator: str = Field(
@@ -194,7 +63,7 @@ class ChatSettings(_Strict):
     deployment: DeploymentSettings = Field(default_factory=DeploymentSettings)
 
 
-class DetectorSettings(_Strict):
+class DetectorSettings(StrictModel):
     deployment: DeploymentSettings = Field(
         default_factory=lambda: DeploymentSettings(
             ray_actor_options=ActorOptions(num_cpus=0.1), max_ongoing_requests=32
@@ -202,7 +71,7 @@ class DetectorSettings(_Strict):
     )
 
 
-class RouterSettings(_Strict):
+class RouterSettings(StrictModel):
     allowed_origins: list[str] = Field(
         default_factory=list,
         description=(
@@ -241,7 +110,7 @@ class RouterSettings(_Strict):
     )
 
 
-class UISettings(_Strict):
+class UISettings(StrictModel):
     title: str = Field("Polyglot chat", description="Page title.")
     api_url: str | None = Field(
         None, description="WebSocket URL of the chat API; default ws://127.0.0.1:<port>/api/chat."
@@ -270,7 +139,7 @@ class UISettings(_Strict):
     )
 
 
-class HttpSettings(_Strict):
+class HttpSettings(StrictModel):
     host: str = Field("127.0.0.1", description="Serve HTTP bind address; loopback by default.")
     port: int = Field(8000, ge=1, le=65535, description="Serve HTTP port.")
     metrics_port: int = Field(
@@ -284,10 +153,7 @@ class HttpSettings(_Strict):
     )
 
 
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-
-
-class SecuritySettings(_Strict):
+class SecuritySettings(StrictModel):
     auth: Literal["auto", "on", "off"] = Field(
         "auto",
         description=(
@@ -304,7 +170,7 @@ class SecuritySettings(_Strict):
     )
 
 
-class AppConfig(_Strict):
+class AppConfig(StrictModel):
     profile: str = Field("offline", description="Name of the profile these settings started from.")
     http: HttpSettings = Field(default_factory=HttpSettings)
     ui: UISettings = Field(default_factory=UISettings)
@@ -314,12 +180,6 @@ class AppConfig(_Strict):
     translate_fr_en: TranslatorSettings
     translate_en_fr: TranslatorSettings
     chat: ChatSettings
-
-    @property
-    def auth_required(self) -> bool:
-        if self.security.auth == "auto":
-            return self.http.host not in LOOPBACK
-        return self.security.auth == "on"
 
     @property
     def api_url(self) -> str:

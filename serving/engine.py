@@ -14,11 +14,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from serving.config import BatchSettings, GenerationSettings, ModelSpec
 from serving.errors import ModelUnavailableError
 from serving.locate import locate
+from serving.model_config import BatchSettings, GenerationSettings, ModelSpec
 
-Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": str}
+ChatMessage = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": str}
 
 
 @dataclass(frozen=True)
@@ -32,11 +32,16 @@ class Sampling:
     top_p: float = 1.0
     repetition_penalty: float = 1.0
 
+    def __post_init__(self) -> None:
+        # The one place where the floor gives way to a lower cap (a client's max_tokens, or a
+        # translation's length bound): a reply never has to be longer than it may be.
+        object.__setattr__(self, "min_new_tokens", min(self.min_new_tokens, self.max_new_tokens))
+
     @classmethod
     def of(cls, settings: GenerationSettings) -> Sampling:
         return cls(
             max_new_tokens=settings.max_new_tokens,
-            min_new_tokens=min(settings.min_new_tokens, settings.max_new_tokens),
+            min_new_tokens=settings.min_new_tokens,
             do_sample=settings.do_sample,
             temperature=settings.temperature,
             top_p=settings.top_p,
@@ -45,8 +50,7 @@ class Sampling:
 
     def capped(self, max_new_tokens: int) -> Sampling:
         """The same decoding with at most ``max_new_tokens`` (never above this one's cap)."""
-        cap = min(self.max_new_tokens, max_new_tokens)
-        return replace(self, max_new_tokens=cap, min_new_tokens=min(self.min_new_tokens, cap))
+        return replace(self, max_new_tokens=min(self.max_new_tokens, max_new_tokens))
 
     def with_options(self, options: dict[str, Any] | None) -> Sampling:
         """A client's options: ``max_new_tokens`` (capped), ``temperature`` (0 is greedy),
@@ -111,11 +115,11 @@ class Engine(Protocol):
         """The text of token ids, special tokens included (prompts, in tests and logs)."""
         ...
 
-    def render_chat(self, messages: list[Message]) -> str:
+    def render_chat(self, messages: list[ChatMessage]) -> str:
         """The conversation in the model's own chat template, ready for the reply."""
         ...
 
-    def chat_prompt(self, messages: list[Message]) -> list[int]:
+    def chat_prompt(self, messages: list[ChatMessage]) -> list[int]:
         """``render_chat``'s text as token ids, tokenised the way this engine's own chat
         route does it (what ``ChatModel`` counts and sends)."""
         ...

@@ -25,10 +25,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from serving.config import BatchSettings, ModelSpec
-from serving.engine import GenerationStats, Message, Sampling, Usage
+from serving.engine import ChatMessage, GenerationStats, Sampling, Usage
 from serving.errors import GenerationError, InvalidRequestError, ModelUnavailableError
 from serving.locate import Located
+from serving.model_config import BatchSettings, ModelSpec
 
 logger = logging.getLogger("ray.serve")
 
@@ -106,10 +106,10 @@ class LlamaCppEngine:
     def decode(self, ids: list[int]) -> str:
         return self._call("POST", "/detokenize", {"tokens": ids})["content"]
 
-    def render_chat(self, messages: list[Message]) -> str:
+    def render_chat(self, messages: list[ChatMessage]) -> str:
         return self._call("POST", "/apply-template", {"messages": messages})["prompt"]
 
-    def chat_prompt(self, messages: list[Message]) -> list[int]:
+    def chat_prompt(self, messages: list[ChatMessage]) -> list[int]:
         # As llama.cpp's own chat route does: the template's text, special tokens parsed.
         return self.encode(self.render_chat(messages), special=True)
 

@@ -8,8 +8,8 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from serving.config import ModelSpec
 from serving.errors import ModelUnavailableError
+from serving.model_config import ModelSpec
 
 PACKAGE_PREFIX = "package:"
 

@@ -45,3 +45,14 @@ class ChatMetrics:
 
     def error(self, code: str, api: str) -> None:
         self.errors.inc(tags={"code": code, "api": api})
+
+    # What a turn reports (``serving.turn.TurnObserver``).
+    def first_text(self, seconds: float, language: str) -> None:
+        self.time_to_first_token.observe(seconds, tags={"language": language})
+
+    def translated(self, seconds: float, direction: str) -> None:
+        self.translation.observe(seconds, tags={"direction": direction})
+
+    def generated(self, tokens: int) -> None:
+        if tokens:
+            self.generated_tokens.inc(tokens)

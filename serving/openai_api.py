@@ -25,7 +25,7 @@ class ContentPart(BaseModel):
     text: str | None = None
 
 
-class Message(BaseModel):
+class OpenAIMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
@@ -44,7 +44,7 @@ class CompletionRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: str
-    messages: list[Message] = Field(min_length=1)
+    messages: list[OpenAIMessage] = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int = 1
@@ -81,7 +81,7 @@ def parse_completion_request(
     return request
 
 
-def _text(message: Message) -> str:
+def _text(message: OpenAIMessage) -> str:
     if message.content is None or isinstance(message.content, str):
         return message.content or ""
     for part in message.content:

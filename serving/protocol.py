@@ -1,10 +1,12 @@
-"""The chat API's request schema and events, shared by the WebSocket and HTTP routes."""
+"""The chat API's request: its schema, limits and the refusals that say what to fix.
+
+The events that answer it are in ``serving.events``.
+"""
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -13,24 +15,9 @@ from serving.config import RouterSettings
 from serving.errors import InvalidRequestError
 
 
-@dataclass(frozen=True)
-class PromptInfo:
-    """The first item of every reply stream: how much of the conversation the model sees."""
+class HistoryEntry(BaseModel):
+    """One message of the conversation so far, as the model reads it (English)."""
 
-    history_dropped: int  # oldest history messages left out to fit the model's context
-    prompt_tokens: int
-    message_truncated: bool = False  # only the end of the message fitted (seq2seq models)
-
-
-@dataclass(frozen=True)
-class ReplyInfo:
-    """The last item of every reply stream: what the reply cost and why it ended."""
-
-    completion_tokens: int
-    finish_reason: Literal["stop", "length"]
-
-
-class Turn(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["user", "assistant"]
@@ -43,7 +30,7 @@ class ChatRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     message: str
-    history: list[Turn] = Field(default_factory=list)
+    history: list[HistoryEntry] = Field(default_factory=list)
 
 
 def _first_problem(error: ValidationError) -> str:
@@ -97,8 +84,8 @@ def parse_request(raw: str | bytes | dict[str, Any], settings: RouterSettings) -
     except ValidationError as exc:
         raise InvalidRequestError(_first_problem(exc)) from None
     request.message = clean_text(request.message)
-    for turn in request.history:
-        turn.content = clean_text(turn.content)
+    for entry in request.history:
+        entry.content = clean_text(entry.content)
     if not request.message.strip():
         raise InvalidRequestError("The message is empty: type something to send.")
     if len(request.message) > settings.max_message_chars:
@@ -112,47 +99,3 @@ def parse_request(raw: str | bytes | dict[str, Any], settings: RouterSettings) -
             f"{settings.max_history_turns}. Start a new conversation."
         )
     return request
-
-
-def start_event(language: str, message_en: str, history_dropped: int = 0) -> dict[str, Any]:
-    """``history_dropped``: how many of the oldest history messages the model could not see."""
-    return {
-        "type": "start",
-        "language": language,
-        "message_en": message_en,
-        "history_dropped": history_dropped,
-    }
-
-
-def delta_event(text: str, text_en: str | None = None) -> dict[str, Any]:
-    """On French turns, ``text_en`` (with the first piece of each sentence) is its English."""
-    event = {"type": "delta", "text": text}
-    if text_en is not None:
-        event["text_en"] = text_en
-    return event
-
-
-def done_event(
-    reply: str,
-    reply_en: str,
-    message_en: str,
-    language: str,
-    history_dropped: int = 0,
-    usage: dict[str, int] | None = None,
-    finish_reason: str = "stop",
-) -> dict[str, Any]:
-    """``usage``: the chat model's prompt and completion tokens; ``finish_reason``: stop/length."""
-    return {
-        "type": "done",
-        "reply": reply,
-        "reply_en": reply_en,
-        "message_en": message_en,
-        "language": language,
-        "history_dropped": history_dropped,
-        "usage": usage or {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
-        "finish_reason": finish_reason,
-    }
-
-
-def error_event(code: str, message: str) -> dict[str, Any]:
-    return {"type": "error", "code": code, "message": message}

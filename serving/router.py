@@ -1,7 +1,9 @@
-"""Router deployment: the public chat API (WebSocket and HTTP) and the turn pipeline.
+"""Router deployment: the chat API's doors (WebSocket, HTTP, OpenAI, health).
 
-detect language -> translate French to English -> chat model (streaming) -> translate each
-closed sentence back to French as soon as the English stream closes it.
+Each door parses its request, checks the token (``_check_token``), runs the turn
+(``serving.turn.TurnPipeline``) and writes its events in the door's format. Failures become
+what a client is told in one place (``as_service_error``) and go out in one body shape per
+protocol (``_refusal``).
 """
 
 # No `from __future__ import annotations`: FastAPI must see the real Request/WebSocket types
@@ -10,8 +12,7 @@ closed sentence back to French as soon as the English stream closes it.
 import asyncio
 import logging
 import time
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
@@ -20,6 +21,7 @@ from ray import serve
 from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
+from starlette.requests import HTTPConnection
 
 from serving.config import RouterSettings
 from serving.errors import (
@@ -29,7 +31,9 @@ from serving.errors import (
     ServiceBusyError,
     UnauthorizedError,
 )
+from serving.events import DeltaEvent, DoneEvent, ErrorEvent, Event
 from serving.metrics import ChatMetrics
+from serving.model_handles import ServeModels
 from serving.openai_api import (
     Completion,
     error_body,
@@ -40,91 +44,13 @@ from serving.openai_api import (
     sse,
     status_for,
 )
-from serving.protocol import (
-    ChatRequest,
-    PromptInfo,
-    ReplyInfo,
-    Turn,
-    delta_event,
-    done_event,
-    error_event,
-    parse_request,
-    start_event,
-)
+from serving.protocol import ChatRequest, parse_request
 from serving.security import bearer, origin_allowed, token_matches
-from serving.sentences import SentenceBuffer, separator_after
-
-
-def english_separator(previous: str) -> str:
-    """Between two English sentences as the chat model wrote them (a line end is kept)."""
-    return "" if previous.endswith("\n") else " "
-
+from serving.turn import TurnPipeline
 
 logger = logging.getLogger("ray.serve")
 
-
-def _silent(seconds: float) -> GenerationError:
-    return GenerationError(f"A model gave no answer for {seconds:.0f} s. Try again in a moment.")
-
-
-async def answered(response: Awaitable[Any], seconds: float) -> Any:
-    """A handle call's result, or ``GenerationError`` after ``seconds`` of waiting."""
-    try:
-        return await asyncio.wait_for(response, seconds)
-    except asyncio.TimeoutError:
-        raise _silent(seconds) from None
-
-
-def _retrieve(task: asyncio.Future) -> None:
-    """Read a left-behind step's end, so that asyncio logs no 'exception never retrieved'."""
-    if not task.cancelled():
-        task.exception()
-
-
-async def within(stream: AsyncIterator[Any], seconds: float) -> AsyncIterator[Any]:
-    """``stream``'s items, failing the turn when the next one takes longer than ``seconds``.
-
-    A handle request to a replica that died, or that waits for a replica that never comes, can
-    otherwise wait for ever: a client must get its reply or an error, never silence.
-    """
-    while True:
-        step = asyncio.ensure_future(anext(stream))
-        try:
-            done, _ = await asyncio.wait({step}, timeout=seconds)
-        finally:
-            if not step.done():  # timed out, or this turn was cancelled meanwhile
-                step.cancel()
-                step.add_done_callback(_retrieve)
-        if not done:
-            raise _silent(seconds)
-        try:
-            item = step.result()
-        except StopAsyncIteration:
-            return
-        yield item
-
-
-# English versions of French texts this replica has seen (OpenAI clients send their history in
-# French): a conversation's history is translated once, not at every turn.
-ENGLISH_CACHE_SIZE = 4096
-
 api = FastAPI(title="Polyglot chat API", docs_url="/docs", redoc_url=None)
-
-
-def error_headers(error: ChatServiceError) -> dict[str, str] | None:
-    if isinstance(error, ServiceBusyError):
-        return {"Retry-After": "5"}
-    if isinstance(error, UnauthorizedError):
-        return {"WWW-Authenticate": "Bearer"}
-    return None
-
-
-def check_token(presented: str | None, token: str | None) -> None:
-    if not token_matches(presented, token):
-        raise UnauthorizedError(
-            "This service needs its access token: send 'Authorization: Bearer <token>' "
-            "(the token run.py printed, or security.api_token)."
-        )
 
 
 def as_service_error(exc: BaseException) -> ChatServiceError:
@@ -141,9 +67,25 @@ def as_service_error(exc: BaseException) -> ChatServiceError:
     return ChatServiceError("Something went wrong while answering. Please try again.")
 
 
+def error_headers(error: ChatServiceError) -> dict[str, str] | None:
+    if isinstance(error, ServiceBusyError):
+        return {"Retry-After": "5"}
+    if isinstance(error, UnauthorizedError):
+        return {"WWW-Authenticate": "Bearer"}
+    return None
+
+
+async def _done(events: AsyncIterator[Event]) -> DoneEvent:
+    """A turn's last event, once its deltas have gone by."""
+    async for event in events:
+        if isinstance(event, DoneEvent):
+            return event
+    raise GenerationError("The turn ended without a reply.")
+
+
 @serve.ingress(api)
 class Router:
-    """Runs one chat turn through the graph and streams events to API clients."""
+    """The chat API: runs each request's turn and writes its events in the door's format."""
 
     def __init__(
         self,
@@ -154,160 +96,39 @@ class Router:
         settings: RouterSettings,
         token: str | None = None,
     ) -> None:
-        self.detector = detector
-        self.fr_en = fr_en
-        self.en_fr = en_fr.options(stream=True)
-        self.chat = chat.options(stream=True)
         self.settings = settings
         self.token = token  # None: no credentials needed (loopback, or security.auth off)
         self.metrics = ChatMetrics()
+        self.turns = TurnPipeline(ServeModels(detector, fr_en, en_fr, chat), settings, self.metrics)
         self.started = int(time.time())
-        self._english: OrderedDict[str, str] = OrderedDict()
 
-    async def run_turn(
-        self, request: ChatRequest, api: str, options: dict[str, Any] | None = None
-    ) -> AsyncIterator[dict[str, Any]]:
-        """Events of one turn: start, deltas in the user's language, done.
-
-        ``api`` tags the metrics; ``options`` are a client's decoding options (OpenAI API).
-        """
-        started = time.monotonic()
-        silence = self.settings.model_silence_s
-        language = await answered(self.detector.detect.remote(request.message), silence)
-        self.metrics.turn(language, api)
-        if language == "fr":
-            message_en = await answered(self.fr_en.translate.remote(request.message), silence)
-            self.metrics.translation.observe(
-                time.monotonic() - started, tags={"direction": "fr-en"}
+    def _check_token(self, connection: HTTPConnection) -> None:
+        """Every door's access check: a bearer token, or on a WebSocket ``?token=`` (a browser
+        cannot set a WebSocket's headers)."""
+        presented = bearer(connection.headers.get("authorization"))
+        if connection.scope["type"] == "websocket":
+            presented = presented or connection.query_params.get("token")
+        if not token_matches(presented, self.token):
+            raise UnauthorizedError(
+                "This service needs its access token: send 'Authorization: Bearer <token>' "
+                "(the token run.py printed, or security.api_token)."
             )
+
+    def _failed(self, exc: BaseException, api: str) -> ChatServiceError:
+        """A failure as the client is told it, counted under its API."""
+        error = as_service_error(exc)
+        self.metrics.error(error.code, api)
+        return error
+
+    def _refusal(self, exc: BaseException, api: str) -> JSONResponse:
+        """A failed HTTP request's response: OpenAI's error shape on its API, else ours."""
+        error = self._failed(exc, api)
+        if api == "openai":
+            body, status = error_body(error), status_for(error)
         else:
-            message_en = request.message
-        history = [turn.model_dump() for turn in request.history]
-        english = self.chat.stream.remote(history, message_en, options)
-        replies = within(english, silence)
-        end: list[ReplyInfo] = []
-        try:
-            prompt: PromptInfo = await anext(replies)
-            yield start_event(language, message_en, prompt.history_dropped)
-            reply_en: list[str] = []
-            reply: list[str] = []
-            texts = self._texts(replies, end)
-            deltas = (
-                self._relay(texts, reply_en)
-                if language == "en"
-                else self._to_french(texts, reply_en)
-            )
-            async for delta in deltas:
-                if not reply:
-                    self.metrics.time_to_first_token.observe(
-                        time.monotonic() - started, tags={"language": language}
-                    )
-                reply.append(delta["text"])
-                yield delta
-        except BaseException:
-            # The client left or a step failed: a handle stream is not cancelled by our own
-            # cancellation, so stop the chat model's generate explicitly.
-            english.cancel()
-            raise
-        info = end[0] if end else ReplyInfo(0, "stop")
-        if info.completion_tokens:
-            self.metrics.generated_tokens.inc(info.completion_tokens)
-        reply_text, reply_en_text = "".join(reply).strip(), "".join(reply_en).strip()
-        if language == "fr":
-            self._remember(request.message, message_en)
-            self._remember(reply_text, reply_en_text)
-        yield done_event(
-            reply_text,
-            reply_en_text,
-            message_en,
-            language,
-            prompt.history_dropped,
-            usage={
-                "prompt_tokens": prompt.prompt_tokens,
-                "completion_tokens": info.completion_tokens,
-                "total_tokens": prompt.prompt_tokens + info.completion_tokens,
-            },
-            finish_reason=info.finish_reason,
-        )
-
-    @staticmethod
-    async def _texts(english: AsyncIterator[Any], end: list[ReplyInfo]) -> AsyncIterator[str]:
-        """The reply's text pieces; the stream's closing ``ReplyInfo`` goes to ``end``."""
-        async for item in english:
-            if isinstance(item, ReplyInfo):
-                end.append(item)
-            else:
-                yield item
-
-    def _remember(self, text: str, english: str) -> None:
-        self._english[text] = english
-        self._english.move_to_end(text)
-        while len(self._english) > ENGLISH_CACHE_SIZE:
-            self._english.popitem(last=False)
-
-    async def _to_english(self, text: str) -> str:
-        """A history entry in English: known already, detected English, or translated."""
-        if (known := self._english.get(text)) is not None:
-            return known
-        if not text.strip() or await self.detector.detect.remote(text) != "fr":
-            return text
-        english = await self.fr_en.translate.remote(text)
-        self._remember(text, english)
-        return english
-
-    @staticmethod
-    async def _relay(english: AsyncIterator[str], sink: list[str]) -> AsyncIterator[dict]:
-        async for piece in english:
-            if not sink:
-                piece = piece.lstrip()
-            sink.append(piece)
-            if piece:
-                yield delta_event(piece)
-
-    async def _to_french(self, english: AsyncIterator[str], sink: list[str]) -> AsyncIterator[dict]:
-        """Translate each English sentence once it closes, while the chat model keeps going.
-
-        The first delta of each sentence also carries that sentence in English (``text_en``), so
-        a client that stops mid-reply still knows what the model said up to there.
-        """
-        sentences: asyncio.Queue[str | BaseException | None] = asyncio.Queue()
-
-        async def cut() -> None:
-            buffer = SentenceBuffer(self.settings.max_sentence_chars)
-            try:
-                async for piece in english:
-                    sink.append(piece)
-                    for sentence in buffer.feed(piece):
-                        sentences.put_nowait(sentence)
-                if rest := buffer.flush():
-                    sentences.put_nowait(rest)
-                sentences.put_nowait(None)
-            except Exception as exc:  # handed to the consumer, which raises it in order
-                sentences.put_nowait(exc)
-
-        cutter = asyncio.create_task(cut())
-        try:
-            previous = None
-            while (item := await sentences.get()) is not None:
-                if isinstance(item, BaseException):
-                    raise item
-                text_en = item if previous is None else english_separator(previous) + item
-                separator = "" if previous is None else separator_after(previous)
-                asked = time.monotonic()
-                french = self.en_fr.stream.remote(item)
-                try:
-                    async for piece in within(french, self.settings.model_silence_s):
-                        yield delta_event(separator + piece, text_en)
-                        separator, text_en = "", None
-                except BaseException:
-                    french.cancel()
-                    raise
-                self.metrics.translation.observe(
-                    time.monotonic() - asked, tags={"direction": "en-fr"}
-                )
-                previous = item
-        finally:
-            cutter.cancel()
+            event = ErrorEvent(code=error.code, message=error.message)
+            body, status = {"error": event.model_dump(exclude={"type"})}, error.http_status
+        return JSONResponse(body, status_code=status, headers=error_headers(error))
 
     @api.websocket("/chat")
     async def chat_socket(self, websocket: WebSocket) -> None:
@@ -321,8 +142,9 @@ class Router:
             logger.warning("WebSocket from origin %s refused (router.allowed_origins)", origin)
             await websocket.close(code=1008)  # before accept: the handshake gets HTTP 403
             return
-        presented = bearer(websocket.headers.get("authorization"))
-        if not token_matches(presented or websocket.query_params.get("token"), self.token):
+        try:
+            self._check_token(websocket)
+        except UnauthorizedError:
             await websocket.close(code=1008)  # 403: no or wrong access token
             return
         await websocket.accept()
@@ -356,44 +178,31 @@ class Router:
             if frame.get("text") is None:
                 raise InvalidRequestError("Send each turn as a JSON text frame, not binary.")
             request = parse_request(frame["text"], self.settings)
-            async for event in self.run_turn(request, "websocket"):
-                await websocket.send_json(event)
+            async for event in self.turns.run(request, "websocket"):
+                await websocket.send_json(event.wire())
         except (WebSocketDisconnect, asyncio.CancelledError):
             raise
         except Exception as exc:
-            error = as_service_error(exc)
-            self.metrics.error(error.code, "websocket")
-            await websocket.send_json(error_event(error.code, error.message))
+            error = self._failed(exc, "websocket")
+            await websocket.send_json(ErrorEvent(code=error.code, message=error.message).wire())
 
     @api.post("/chat")
     async def chat_once(self, request: Request) -> JSONResponse:
         """The same turn as one JSON answer: the ``done`` event without ``type``."""
         try:
-            check_token(bearer(request.headers.get("authorization")), self.token)
+            self._check_token(request)
             turn = parse_request(await request.body(), self.settings)
-            async for event in self.run_turn(turn, "http"):
-                if event["type"] == "done":
-                    del event["type"]
-                    return JSONResponse(event)
-            raise GenerationError("The turn ended without a reply.")
+            return JSONResponse((await _done(self.turns.run(turn, "http"))).answer())
         except Exception as exc:
-            error = as_service_error(exc)
-            self.metrics.error(error.code, "http")
-            return JSONResponse(
-                {"error": {"code": error.code, "message": error.message}},
-                status_code=error.http_status,
-                headers=error_headers(error),
-            )
+            return self._refusal(exc, "http")
 
     @api.get("/v1/models")
     async def openai_models(self, request: Request) -> JSONResponse:
         """OpenAI-compatible: the one model this service answers as."""
         try:
-            check_token(bearer(request.headers.get("authorization")), self.token)
-        except UnauthorizedError as error:
-            return JSONResponse(
-                error_body(error), status_code=error.http_status, headers=error_headers(error)
-            )
+            self._check_token(request)
+        except UnauthorizedError as exc:
+            return self._refusal(exc, "openai")
         return JSONResponse(model_list(self.settings.model_name, self.started))
 
     @api.post("/v1/chat/completions")
@@ -405,19 +214,16 @@ class Router:
         """
         completion = Completion(self.settings.model_name)
         try:
-            check_token(bearer(request.headers.get("authorization")), self.token)
+            self._check_token(request)
             body = parse_completion_request(
                 await request.body(), self.settings.model_name, self.settings.max_request_bytes
             )
             history, message = split_conversation(body)
             turn = parse_request({"message": message, "history": history}, self.settings)
-            english = await asyncio.gather(*(self._to_english(t.content) for t in turn.history))
-            history_en = [
-                Turn(role=t.role, content=text)
-                for t, text in zip(turn.history, english, strict=True)
-            ]
-            turn = ChatRequest(message=turn.message, history=history_en)
-            events = self.run_turn(turn, "openai", generation_options(body))
+            turn = ChatRequest(
+                message=turn.message, history=await self.turns.history_in_english(turn.history)
+            )
+            events = self.turns.run(turn, "openai", generation_options(body))
             await anext(events)  # the start event: refusals (busy, too long) are still HTTP
             if body.stream:
                 usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -425,35 +231,27 @@ class Router:
                     self._openai_chunks(events, completion, usage),
                     media_type="text/event-stream",
                 )
-            async for event in events:
-                if event["type"] == "done":
-                    return JSONResponse(
-                        completion.whole(event["reply"], event["finish_reason"], event["usage"])
-                    )
-            raise GenerationError("The turn ended without a reply.")
-        except Exception as exc:
-            error = as_service_error(exc)
-            self.metrics.error(error.code, "openai")
+            done = await _done(events)
             return JSONResponse(
-                error_body(error), status_code=status_for(error), headers=error_headers(error)
+                completion.whole(done.reply, done.finish_reason, done.usage.model_dump())
             )
+        except Exception as exc:
+            return self._refusal(exc, "openai")
 
     async def _openai_chunks(
-        self, events: AsyncIterator[dict[str, Any]], completion: Completion, usage: bool
+        self, events: AsyncIterator[Event], completion: Completion, usage: bool
     ) -> AsyncIterator[str]:
         try:
             yield sse(completion.chunk({"role": "assistant", "content": ""}))
             async for event in events:
-                if event["type"] == "delta":
-                    yield sse(completion.chunk({"content": event["text"]}))
-                elif event["type"] == "done":
-                    yield sse(completion.chunk({}, event["finish_reason"]))
+                if isinstance(event, DeltaEvent):
+                    yield sse(completion.chunk({"content": event.text}))
+                elif isinstance(event, DoneEvent):
+                    yield sse(completion.chunk({}, event.finish_reason))
                     if usage:
-                        yield sse(completion.usage_chunk(event["usage"]))
+                        yield sse(completion.usage_chunk(event.usage.model_dump()))
         except Exception as exc:
-            error = as_service_error(exc)
-            self.metrics.error(error.code, "openai")
-            yield sse(error_body(error))
+            yield sse(error_body(self._failed(exc, "openai")))
         yield sse("[DONE]")
 
     @api.get("/healthz")

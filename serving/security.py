@@ -20,11 +20,19 @@ from serving.cache import secret_file
 from serving.config import AppConfig
 
 TOKEN_FILE = "api.token"
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}  # hosts that only this machine can reach
+
+
+def auth_required(config: AppConfig) -> bool:
+    """``security.auth``: 'auto' wants credentials when ``http.host`` is not loopback."""
+    if config.security.auth == "auto":
+        return config.http.host not in LOOPBACK
+    return config.security.auth == "on"
 
 
 def access_token(config: AppConfig) -> str | None:
     """The token clients must present, or None when the service needs no credentials."""
-    if not config.auth_required:
+    if not auth_required(config):
         return None
     return config.security.api_token or secret_file(TOKEN_FILE)
 

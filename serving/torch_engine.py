@@ -14,9 +14,9 @@ import torch
 from ray import serve
 
 from serving.batching import Job, batched_pieces, in_serve_replica, stream_batch
-from serving.config import BatchSettings, ModelSpec
-from serving.engine import GenerationStats, Message, Sampling, Usage
+from serving.engine import ChatMessage, GenerationStats, Sampling, Usage
 from serving.errors import GenerationError
+from serving.model_config import BatchSettings, ModelSpec
 from serving.streaming import stream_generate
 from serving.weights import LoadedModel, load
 
@@ -64,12 +64,12 @@ class TransformersEngine:
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids)
 
-    def render_chat(self, messages: list[Message]) -> str:
+    def render_chat(self, messages: list[ChatMessage]) -> str:
         return self.tokenizer.apply_chat_template(
             messages, add_generation_prompt=True, tokenize=False
         )
 
-    def chat_prompt(self, messages: list[Message]) -> list[int]:
+    def chat_prompt(self, messages: list[ChatMessage]) -> list[int]:
         return self.encode(self.render_chat(messages), special=False)
 
     def _batchable(self, sampling: Sampling) -> bool:
@@ -105,7 +105,9 @@ class TransformersEngine:
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005, max_concurrent_batches=2)
     async def _generate_batch(self, jobs: list[Job]) -> AsyncIterator[list[Any]]:
         """Concurrent requests, one ``generate``."""
-        async for step in stream_batch(self.lm, jobs, generate_kwargs(self.sampling), self.stats):
+        # The batch runs until its longest reply may end; each row stops at its own cap.
+        sampling = self.sampling.capped(max(job.max_new_tokens for job in jobs))
+        async for step in stream_batch(self.lm, jobs, generate_kwargs(sampling), self.stats):
             yield step
 
     def probe(self) -> None:

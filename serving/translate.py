@@ -45,7 +45,8 @@ class Translator(EngineDeployment):
                 return ids
         return ids[-limit:]
 
-    async def _sentence(self, sentence: str) -> AsyncIterator[str]:
+    async def stream_sentence(self, sentence: str) -> AsyncIterator[str]:
+        """One sentence's translation as it is generated (the router cuts the sentences)."""
         marker = _MARKER.match(sentence)
         if marker:
             yield marker.group(0).strip() + " "
@@ -75,12 +76,12 @@ class Translator(EngineDeployment):
                     yield piece
 
     async def stream(self, text: str) -> AsyncIterator[str]:
-        """Yield the translation as it is generated, one sentence after another."""
+        """A whole text's translation as it is generated, one sentence after another."""
         previous = None
         for sentence in split_sentences(text):
             if previous is not None:
                 yield separator_after(previous)
-            async for piece in self._sentence(sentence):
+            async for piece in self.stream_sentence(sentence):
                 yield piece
             previous = sentence
 

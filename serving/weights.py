@@ -29,9 +29,9 @@ from transformers import (
 )
 
 from serving.cache import cache_root
-from serving.config import ModelSpec
 from serving.errors import ModelUnavailableError
 from serving.locate import Located, locate
+from serving.model_config import ModelSpec
 
 # Serve shows its own logger's INFO lines in the console of `make run`/`serve run`: start-up
 # progress (conversion, loading) must be seen there.

@@ -10,15 +10,15 @@ import json
 import sys
 from pathlib import Path
 
-import httpx
 import ray
 from ray import serve
 from ray.cluster_utils import Cluster
 
-from bench.run import free_port, wait_healthy
-from serving.app import build_api
+from serving.testing.graphs import deploy_graph
+from serving.testing.probes import free_port
+from serving.testing.tiny_models import tiny_config
 from tests.replicas import ask, replica_names
-from tests.tiny_models import tiny_config
+from tests.support import post_chat
 
 DEPLOYMENTS = ("LanguageDetector", "TranslatorFrEn", "TranslatorEnFr", "ChatModel", "Router")
 
@@ -36,13 +36,8 @@ def main(causal: str, seq2seq: str) -> None:
         config = tiny_config(
             Path(causal), Path(seq2seq), port, extra={"translate_en_fr": {"deployment": placed}}
         )
-        serve.run(build_api(config), name="api", route_prefix="/api")
-        wait_healthy(f"http://127.0.0.1:{port}", timeout=180)
-        turn = httpx.post(
-            f"http://127.0.0.1:{port}/api/chat",
-            json={"message": "Bonjour, comment allez-vous ?"},
-            timeout=60,
-        ).json()
+        base = deploy_graph(config, parts=["api"], timeout=180)
+        turn = post_chat(base, "Bonjour, comment allez-vous ?").json()
         replicas = {
             deployment: ask(name, lambda: ray.get_runtime_context().get_node_id())
             for deployment in DEPLOYMENTS

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -11,10 +12,12 @@ import pytest
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-from bench.run import free_port, wait_healthy  # noqa: E402
 from serving.config import AppConfig  # noqa: E402
-from tests.tiny_gguf import write_gguf  # noqa: E402
-from tests.tiny_models import build_causal, build_seq2seq, tiny_config  # noqa: E402
+from serving.testing.graphs import PARTS  # noqa: E402
+from serving.testing.probes import free_port  # noqa: E402
+from serving.testing.tiny_gguf import write_gguf  # noqa: E402
+from serving.testing.tiny_models import build_causal, build_seq2seq, tiny_config  # noqa: E402
+from tests.support import METRICS_PORT, graph_at  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -69,9 +72,6 @@ def browser():
         browser.close()
 
 
-METRICS_PORT = free_port()  # Ray's Prometheus endpoint for the test cluster
-
-
 @pytest.fixture(scope="session")
 def serve_instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """A local Ray cluster with Serve on a free port; yields the port."""
@@ -92,48 +92,45 @@ def serve_instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
 
 
 @pytest.fixture(scope="session")
-def tiny_app(serve_instance: int, tiny_causal: Path, tiny_seq2seq: Path) -> str:
-    """The whole graph (page and API) on tiny models; yields the base URL."""
-    from ray import serve
+def tiny_graph(
+    serve_instance: int, tiny_causal: Path, tiny_seq2seq: Path
+) -> Callable[..., AbstractContextManager[str]]:
+    """``with tiny_graph("/name", extra) as base_url:`` the tiny graph with ``extra`` overrides
+    at that URL prefix of the session's Serve, healthy, and removed after."""
 
-    from serving.app import build_apps
+    def at(
+        prefix: str,
+        extra: dict | None = None,
+        *,
+        engine: str = "llama.cpp",
+        parts: Collection[str] = PARTS,
+    ) -> AbstractContextManager[str]:
+        config = tiny_config(tiny_causal, tiny_seq2seq, serve_instance, extra=extra, engine=engine)
+        return graph_at(config, prefix, parts)
 
-    config = tiny_config(tiny_causal, tiny_seq2seq, serve_instance)
-    for app in build_apps(config):
-        serve.run(app.app, name=app.name, route_prefix=app.route_prefix)
-    base_url = f"http://127.0.0.1:{serve_instance}"
-    wait_healthy(base_url, timeout=120)
-    return base_url
+    return at
+
+
+@pytest.fixture(scope="session")
+def tiny_app(tiny_graph) -> Iterator[str]:
+    """The whole graph (page and API) on tiny models, at the root; yields the base URL."""
+    with tiny_graph("") as base_url:
+        yield base_url
 
 
 LONG_REPLY_TOKENS = 20_000
 
 
 @pytest.fixture(scope="session")
-def long_app(serve_instance: int, tiny_causal_long: Path, tiny_causal: Path, tiny_seq2seq: Path):
+def long_app(tiny_graph, tiny_causal_long: Path) -> Iterator[str]:
     """A second graph whose chat model always writes 20000 tokens: replies long enough to stop.
 
     Its page is at /long and its API at /long/api, beside the tiny graph.
     """
-    from ray import serve
-
-    from serving.app import build_api, build_ui
-
     long_reply = {"max_new_tokens": LONG_REPLY_TOKENS, "min_new_tokens": LONG_REPLY_TOKENS}
-    config = tiny_config(
-        tiny_causal,
-        tiny_seq2seq,
-        serve_instance,
-        extra={
-            "chat": {
-                "model": {"source": str(write_gguf(tiny_causal_long)), "context_tokens": 24_576},
-                "generation": long_reply,
-            },
-            "ui": {"api_url": f"ws://127.0.0.1:{serve_instance}/long/api/chat"},
-        },
-    )
-    serve.run(build_api(config), name="long-api", route_prefix="/long/api")
-    serve.run(build_ui(config), name="long-ui", route_prefix="/long")
-    base_url = f"http://127.0.0.1:{serve_instance}/long"
-    wait_healthy(base_url, timeout=120)
-    return base_url
+    chat = {
+        "model": {"source": str(write_gguf(tiny_causal_long)), "context_tokens": 24_576},
+        "generation": long_reply,
+    }
+    with tiny_graph("/long", {"chat": chat}) as base_url:
+        yield base_url

@@ -9,13 +9,19 @@ import pytest
 import websockets
 from ray import serve
 
+from serving.events import DeltaEvent, DoneEvent, ErrorEvent, Event, StartEvent, parse_event
 from tests.conftest import LONG_REPLY_TOKENS
 from tests.replicas import ask, replica_names
-from tests.ws import ws_turn
-
-
-def ws_url(base_url: str) -> str:
-    return base_url.replace("http://", "ws://") + "/api/chat"
+from tests.support import (
+    activity,
+    api_ws_url,
+    graph_at,
+    one_turn,
+    post_chat,
+    send_turn,
+    until_deltas,
+    ws_turn,
+)
 
 
 def test_chat_deployment_streams_through_a_handle(tiny_app: str):
@@ -38,12 +44,12 @@ def test_detector_deployment_through_a_handle(tiny_app: str):
 
 def test_websocket_carries_several_turns_including_french_with_history(tiny_app: str):
     async def conversation():
-        async with websockets.connect(ws_url(tiny_app)) as socket:
+        async with websockets.connect(api_ws_url(tiny_app)) as socket:
             first = await ws_turn(socket, "Hello, how are you today?", [])
             done = first[-1]
             history = [
-                {"role": "user", "content": done["message_en"]},
-                {"role": "assistant", "content": done["reply_en"]},
+                {"role": "user", "content": done.message_en},
+                {"role": "assistant", "content": done.reply_en},
             ]
             second = await ws_turn(socket, "Bonjour, comment allez-vous aujourd'hui ?", history)
             third = await ws_turn(socket, "And what about tomorrow?", [])
@@ -51,34 +57,29 @@ def test_websocket_carries_several_turns_including_french_with_history(tiny_app:
 
     first, second, third = asyncio.run(conversation())
     for events in (first, second, third):
-        types = [event["type"] for event in events]
-        assert types[0] == "start" and types[-1] == "done", types
-        assert set(types[1:-1]) == {"delta"}
-        assert "".join(e["text"] for e in events[1:-1]).strip() == events[-1]["reply"]
-    assert first[0] == {
-        "type": "start",
-        "language": "en",
-        "message_en": "Hello, how are you today?",
-        "history_dropped": 0,
-    }
-    assert first[-1]["reply"] == first[-1]["reply_en"]
+        kinds = [type(event) for event in events]
+        assert kinds[0] is StartEvent and kinds[-1] is DoneEvent, kinds
+        assert set(kinds[1:-1]) == {DeltaEvent}
+        assert "".join(e.text for e in events[1:-1]).strip() == events[-1].reply
+    assert first[0] == StartEvent(language="en", message_en="Hello, how are you today?")
+    assert first[-1].reply == first[-1].reply_en
     french_start, french_done = second[0], second[-1]
-    assert french_start["language"] == "fr"
-    assert french_start["message_en"] != "Bonjour, comment allez-vous aujourd'hui ?"  # translated
-    assert french_done["message_en"] == french_start["message_en"]
-    assert french_done["language"] == "fr" and french_done["reply_en"] and french_done["reply"]
-    assert third[0]["language"] == "en"
+    assert french_start.language == "fr"
+    assert french_start.message_en != "Bonjour, comment allez-vous aujourd'hui ?"  # translated
+    assert french_done.message_en == french_start.message_en
+    assert french_done.language == "fr" and french_done.reply_en and french_done.reply
+    assert third[0].language == "en"
     # Each French sentence's first delta names its English source, in the reply's order.
-    sources = [e["text_en"].strip() for e in second[1:-1] if "text_en" in e]
-    assert sources and "text_en" in second[1]
+    sources = [e.text_en.strip() for e in second[1:-1] if e.text_en is not None]
+    assert sources and second[1].text_en is not None
     position = 0
     for source in sources:
-        position = french_done["reply_en"].index(source, position) + len(source)
+        position = french_done.reply_en.index(source, position) + len(source)
 
 
 def test_websocket_bad_frames_get_error_events_and_the_socket_stays_usable(tiny_app: str):
     async def scenario():
-        async with websockets.connect(ws_url(tiny_app)) as socket:
+        async with websockets.connect(api_ws_url(tiny_app)) as socket:
             replies = []
             for frame in [
                 b"\x00binary",
@@ -87,22 +88,20 @@ def test_websocket_bad_frames_get_error_events_and_the_socket_stays_usable(tiny_
                 json.dumps({"message": "hi", "history": "x"}),
             ]:
                 await socket.send(frame)
-                replies.append(json.loads(await socket.recv()))
+                replies.append(parse_event(await socket.recv()))
             good = await ws_turn(socket, "Hello there", [])
             return replies, good
 
     replies, good = asyncio.run(scenario())
-    assert [r["type"] for r in replies] == ["error"] * 4
-    assert all(r["code"] == "invalid_request" and r["message"] for r in replies)
-    assert "binary" in replies[0]["message"]
-    assert "Traceback" not in json.dumps(replies)
-    assert good[-1]["type"] == "done"
+    assert all(isinstance(r, ErrorEvent) for r in replies), replies
+    assert all(r.code == "invalid_request" and r.message for r in replies)
+    assert "binary" in replies[0].message
+    assert not any("Traceback" in r.message for r in replies)
+    assert isinstance(good[-1], DoneEvent)
 
 
 def test_http_chat_returns_the_done_event(tiny_app: str):
-    response = httpx.post(
-        f"{tiny_app}/api/chat", json={"message": "Hello", "history": []}, timeout=60
-    )
+    response = post_chat(tiny_app, "Hello", history=[])
     assert response.status_code == 200
     body = response.json()
     assert set(body) == {
@@ -148,25 +147,25 @@ def test_a_model_side_refusal_reaches_the_client_as_its_own_error(tiny_app: str)
     too_long = "Let us go for a walk in the park and talk. " * 80  # > the tiny model's context
 
     async def scenario():
-        async with websockets.connect(ws_url(tiny_app)) as socket:
+        async with websockets.connect(api_ws_url(tiny_app)) as socket:
             refused = await ws_turn(socket, too_long, [])
             after = await ws_turn(socket, "Hello again", [])
             return refused, after
 
     refused, after = asyncio.run(scenario())
     error = refused[-1]
-    assert error["type"] == "error" and error["code"] == "invalid_request", error
-    assert "too long for the chat model" in error["message"]
-    assert after[-1]["type"] == "done"
+    assert isinstance(error, ErrorEvent) and error.code == "invalid_request", error
+    assert "too long for the chat model" in error.message
+    assert isinstance(after[-1], DoneEvent)
 
 
-def _settled_activity(handle, timeout: float = 10) -> dict[str, int]:
+def _settled_activity(deployment: str, timeout: float = 10) -> dict[str, int]:
     """The replica's generation counters once nothing runs and the step count holds still."""
     deadline = time.monotonic() + timeout
-    last = handle.activity.remote().result()
+    last = activity(deployment, "long-api")
     while time.monotonic() < deadline:
         time.sleep(0.5)
-        now = handle.activity.remote().result()
+        now = activity(deployment, "long-api")
         if now["active"] == 0 and now == last:
             return now
         last = now
@@ -176,20 +175,16 @@ def _settled_activity(handle, timeout: float = 10) -> dict[str, int]:
 def test_closing_the_socket_mid_reply_stops_the_chat_model_and_the_translator(long_app: str):
     """The client leaves during a French reply; generate stops upstream within a few tokens."""
     chat = serve.get_deployment_handle("ChatModel", app_name="long-api")
-    en_fr = serve.get_deployment_handle("TranslatorEnFr", app_name="long-api")
-    before = _settled_activity(chat)
+    before = _settled_activity("ChatModel")
 
     async def leave_after_three_deltas() -> int:
-        url = long_app.replace("http://", "ws://") + "/api/chat"
-        async with websockets.connect(url) as socket:
-            await socket.send(json.dumps({"message": "Bonjour, comment allez-vous ?"}))
-            deltas = 0
-            while deltas < 3:
-                deltas += json.loads(await socket.recv())["type"] == "delta"
+        async with websockets.connect(api_ws_url(long_app)) as socket:
+            await send_turn(socket, "Bonjour, comment allez-vous ?")
+            await until_deltas(socket, 3)
             return (await chat.activity.remote())["steps"]  # read while the client is still here
 
     at_close = asyncio.run(leave_after_three_deltas())
-    after = _settled_activity(chat)
+    after = _settled_activity("ChatModel")
     before_close, after_close = at_close - before["steps"], after["steps"] - at_close
     generated = before_close + after_close
     assert generated < LONG_REPLY_TOKENS / 2, f"{generated} of {LONG_REPLY_TOKENS} tokens"
@@ -198,7 +193,7 @@ def test_closing_the_socket_mid_reply_stops_the_chat_model_and_the_translator(lo
     assert after_close <= before_close, (
         f"{after_close} steps after the close, {before_close} before"
     )
-    assert _settled_activity(en_fr)["active"] == 0
+    assert _settled_activity("TranslatorEnFr")["active"] == 0
 
 
 def test_long_history_is_trimmed_and_the_client_is_told(tiny_app: str):
@@ -207,16 +202,12 @@ def test_long_history_is_trimmed_and_the_client_is_told(tiny_app: str):
         {"role": "assistant", "content": "Maybe some pasta with vegetables. " * 6},
     ]
 
-    async def scenario():
-        async with websockets.connect(ws_url(tiny_app)) as socket:
-            return await ws_turn(socket, "And tomorrow?", exchange * 12)
-
-    events = asyncio.run(scenario())
+    events = asyncio.run(one_turn(api_ws_url(tiny_app), "And tomorrow?", exchange * 12))
     start, done = events[0], events[-1]
-    assert done["type"] == "done", done
-    dropped = start["history_dropped"]
+    assert isinstance(done, DoneEvent), done
+    dropped = start.history_dropped
     assert 0 < dropped < 24 and dropped % 2 == 0, start
-    assert done["history_dropped"] == dropped
+    assert done.history_dropped == dropped
 
 
 def test_the_api_upgrades_in_place_while_a_conversation_goes_on_in_the_page(
@@ -228,13 +219,10 @@ def test_the_api_upgrades_in_place_while_a_conversation_goes_on_in_the_page(
 
     from gradio_client import Client
 
-    from bench.run import wait_healthy
-    from serving.app import build_api, build_ui
-    from tests.tiny_gguf import write_gguf
-    from tests.tiny_models import tiny_config
+    from serving.testing.graphs import deploy_graph
+    from serving.testing.tiny_gguf import write_gguf
+    from serving.testing.tiny_models import tiny_config
 
-    base = f"http://127.0.0.1:{serve_instance}/upgrade"
-    ui = {"api_url": f"ws://127.0.0.1:{serve_instance}/upgrade/api/chat"}
     # 1000 tokens stream while Serve stops the old replicas, and end within the 20 s that Serve
     # lets a stopping replica finish its requests (graceful_shutdown_timeout_s).
     chat = {
@@ -243,23 +231,20 @@ def test_the_api_upgrades_in_place_while_a_conversation_goes_on_in_the_page(
     }
 
     def config(model_name: str):
-        extra = {"ui": ui, "router": {"model_name": model_name}, "chat": chat}
+        extra = {"router": {"model_name": model_name}, "chat": chat}
         return tiny_config(tiny_causal, tiny_seq2seq, serve_instance, extra=extra)
 
     def page_replicas() -> set[str]:
         return replica_names("upgrade-ui", "ChatUI")
 
-    def served_model() -> str:
+    def served_model(base: str) -> str:
         return httpx.get(f"{base}/api/v1/models", timeout=10).json()["data"][0]["id"]
 
-    serve.run(build_ui(config("v1")), name="upgrade-ui", route_prefix="/upgrade")
-    serve.run(build_api(config("v1")), name="upgrade-api", route_prefix="/upgrade/api")
-    try:
-        wait_healthy(base, timeout=120)
+    with graph_at(config("v1"), "/upgrade") as base:
         page_before = page_replicas()
         client = Client(base + "/", verbose=False)
         _, turns, _, _ = client.predict("Hello there", [], api_name="/chat")
-        assert served_model() == "v1" and len(turns) == 1
+        assert served_model(base) == "v1" and len(turns) == 1
 
         in_flight = client.submit("How are you today?", turns, api_name="/chat")
         updates: list[float] = []  # when each of the page's updates of this turn came
@@ -267,24 +252,20 @@ def test_the_api_upgrades_in_place_while_a_conversation_goes_on_in_the_page(
             target=lambda: updates.extend(time.monotonic() for _ in in_flight)
         )
         watcher.start()
-        model = serve.get_deployment_handle("ChatModel", app_name="upgrade-api")
         deadline = time.monotonic() + 60
-        while not model.activity.remote().result()["active"]:  # the reply is being written
+        while not activity("ChatModel", "upgrade-api")["active"]:  # the reply is being written
             assert not in_flight.done() and time.monotonic() < deadline, "the reply did not start"
             time.sleep(0.1)
         began = time.monotonic()
-        serve.run(build_api(config("v2")), name="upgrade-api", route_prefix="/upgrade/api")
+        deploy_graph(config("v2"), "/upgrade", ["api"], timeout=120)
         _, turns, _, _ = in_flight.result(timeout=120)  # the turn begun before the upgrade
         watcher.join(30)
         assert len(turns) == 2 and turns[-1]["assistant"].strip()
         assert any(at > began for at in updates), "the turn had ended before the upgrade began"
         _, turns, _, _ = client.predict("And tomorrow?", turns, api_name="/chat")
         assert len(turns) == 3 and turns[-1]["assistant"].strip()
-        assert served_model() == "v2"  # the new config is live...
+        assert served_model(base) == "v2"  # the new config is live...
         assert page_replicas() == page_before  # ...and the page was not restarted
-    finally:
-        serve.delete("upgrade-api")
-        serve.delete("upgrade-ui")
 
 
 def test_a_replica_whose_model_goes_bad_is_replaced(serve_instance: int, tiny_causal):
@@ -292,7 +273,8 @@ def test_a_replica_whose_model_goes_bad_is_replaced(serve_instance: int, tiny_ca
     import torch
 
     from serving.chat import ChatModel
-    from serving.config import ChatSettings, GenerationSettings, ModelSpec
+    from serving.config import ChatSettings
+    from serving.model_config import GenerationSettings, ModelSpec
 
     class BreakableChatModel(ChatModel):  # defined here: pickled by value to the replica
         def break_weights(self) -> None:
@@ -333,8 +315,8 @@ def test_a_replica_whose_model_goes_bad_is_replaced(serve_instance: int, tiny_ca
 
 def test_a_deployment_gets_its_own_runtime_env_from_config(tiny_app: str):
     """ray_actor_options.runtime_env reaches that deployment's replicas and no other."""
-    from serving.config import DeploymentSettings
     from serving.detect import LanguageDetector
+    from serving.model_config import DeploymentSettings
 
     settings = DeploymentSettings.model_validate(
         {
@@ -401,15 +383,14 @@ def test_a_browser_socket_from_another_site_is_refused(tiny_app: str):
     """Cross-site WebSocket hijacking: a page on another origin may not use the API."""
     from websockets.exceptions import InvalidStatus
 
-    async def turn(origin: str | None) -> dict:
-        async with websockets.connect(ws_url(tiny_app), origin=origin) as socket:
-            return (await ws_turn(socket, "Hello", []))[-1]
+    async def turn(origin: str | None) -> Event:
+        return (await one_turn(api_ws_url(tiny_app), "Hello", origin=origin))[-1]
 
     with pytest.raises(InvalidStatus) as refused:
         asyncio.run(turn("https://evil.example"))
     assert refused.value.response.status_code == 403
-    assert asyncio.run(turn(tiny_app))["type"] == "done"  # the service's own origin
-    assert asyncio.run(turn(None))["type"] == "done"  # a program, not a browser
+    assert isinstance(asyncio.run(turn(tiny_app)), DoneEvent)  # the service's own origin
+    assert isinstance(asyncio.run(turn(None)), DoneEvent)  # a program, not a browser
 
 
 @pytest.mark.parametrize(
@@ -422,10 +403,6 @@ def test_a_browser_socket_from_another_site_is_refused(tiny_app: str):
     ],
 )
 def test_odd_but_legitimate_text_gets_a_normal_reply(tiny_app: str, message: str):
-    async def scenario():
-        async with websockets.connect(ws_url(tiny_app)) as socket:
-            return await ws_turn(socket, message, [])
-
-    done = asyncio.run(scenario())[-1]
-    assert done["type"] == "done" and done["reply"], done
-    assert "\x07" not in done["message_en"] and "\x1b" not in done["message_en"]
+    done = asyncio.run(one_turn(api_ws_url(tiny_app), message))[-1]
+    assert isinstance(done, DoneEvent) and done.reply, done
+    assert "\x07" not in done.message_en and "\x1b" not in done.message_en

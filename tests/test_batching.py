@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from serving.batching import Job, stream_batch
-from serving.config import ModelSpec
+from serving.model_config import ModelSpec
 from serving.streaming import GenerationStats, stream_generate
 from serving.weights import load
 

@@ -1,6 +1,5 @@
 """The page in a real browser: Debian's headless Chromium driven by Playwright."""
 
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from tests.pages import (
     settled_text,
     wait_for_list,
 )
+from tests.support import activity
 
 pytestmark = pytest.mark.browser
 
@@ -23,15 +23,8 @@ def test_french_reply_streams_stops_when_asked_and_survives_a_reload(
     browser, long_app: str, tmp_path: Path
 ):
     """The long graph's chat model would write 20000 tokens: Stop ends it mid-way."""
-    from ray import serve
 
-    chat = serve.get_deployment_handle("ChatModel", app_name="long-api")
-
-    def activity() -> dict[str, int]:
-        with ThreadPoolExecutor(1) as pool:  # Playwright's sync API runs an event loop here
-            return pool.submit(lambda: chat.activity.remote().result()).result()
-
-    steps_before = activity()["steps"]
+    steps_before = activity("ChatModel", "long-api")["steps"]
     page = open_page(browser, long_app)
     page.evaluate(RECORD_REPLY_LENGTHS)
     send(page, "Bonjour, comment allez-vous aujourd'hui ?")
@@ -47,7 +40,7 @@ def test_french_reply_streams_stops_when_asked_and_survives_a_reload(
     assert len(set(lengths)) > 2, f"the reply did not grow while streaming: {lengths}"
     assert "(stopped)" in reply and "English original" in reply
     # ...and Stop reached the model: its replica is idle, far from the reply's full length.
-    after = activity()
+    after = activity("ChatModel", "long-api")
     generated = after["steps"] - steps_before
     assert after["active"] == 0 and generated < LONG_REPLY_TOKENS / 2, after
 

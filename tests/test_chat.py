@@ -4,9 +4,10 @@ from pathlib import Path
 import pytest
 
 from serving.chat import ChatModel
-from serving.config import ChatSettings, GenerationSettings, ModelSpec
+from serving.config import ChatSettings
 from serving.errors import InvalidRequestError
-from serving.protocol import PromptInfo, ReplyInfo
+from serving.events import PromptInfo, ReplyInfo
+from serving.model_config import GenerationSettings, ModelSpec
 
 HISTORY = [
     {"role": "user", "content": "Hello, how are you today?"},

@@ -2,8 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from serving.config import DeploymentSettings, available_profiles, load_config
+from serving.config import available_profiles, load_config
 from serving.errors import ConfigError
+from serving.model_config import DeploymentSettings
 
 
 def test_profiles_load_with_their_models():

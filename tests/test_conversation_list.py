@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import tiny_config
 from tests.pages import (
     bots,
     listed,
@@ -15,6 +14,7 @@ from tests.pages import (
     settled_text,
     wait_for_list,
 )
+from tests.support import api_ws_url
 
 pytestmark = pytest.mark.browser
 
@@ -124,17 +124,11 @@ def test_export_then_import_into_a_fresh_browser_gives_the_same_conversation(
 
 
 @pytest.fixture(scope="module")
-def small_storage_page(serve_instance: int, tiny_app: str, tiny_causal, tiny_seq2seq) -> str:
+def small_storage_page(tiny_graph, tiny_app: str) -> str:
     """A second page on the tiny graph's API whose list may take only 4 KiB."""
-    from ray import serve
-
-    from serving.app import build_ui
-
-    ui = {"browser_storage_kib": 4, "api_url": f"ws://127.0.0.1:{serve_instance}/api/chat"}
-    config = tiny_config(tiny_causal, tiny_seq2seq, serve_instance, extra={"ui": ui})
-    serve.run(build_ui(config), name="small-ui", route_prefix="/small")
-    yield f"http://127.0.0.1:{serve_instance}/small"  # serve.run returned: it is running
-    serve.delete("small-ui")
+    ui = {"browser_storage_kib": 4, "api_url": api_ws_url(tiny_app)}
+    with tiny_graph("/small", {"ui": ui}, parts=["ui"]) as base:
+        yield base  # deployed: it is running
 
 
 def conversation_file(path: Path, title: str, size: int) -> Path:

@@ -5,26 +5,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from ui.conversations import (
-    MAX_IMPORT_BYTES,
-    UNTITLED,
-    ConversationError,
-    Library,
-    from_file,
-    seal,
-    title_for,
-    to_file,
-    to_markdown,
-    unseal,
-)
+from tests.support import FRENCH_TURN as FRENCH
+from ui.conversation_files import MAX_IMPORT_BYTES, from_file, seal, to_file, to_markdown, unseal
+from ui.conversations import UNTITLED, ConversationError, Library, title_for
 
-FRENCH = {
-    "user": "Salut",
-    "assistant": "Bonjour !",
-    "user_en": "Hi",
-    "assistant_en": "Hello!",
-    "language": "fr",
-}
 ENGLISH = {
     "user": "Give me three tips to sleep better, please, and keep them short",
     "assistant": "Go to bed at the same time.",

@@ -14,28 +14,19 @@ from pathlib import Path
 import pytest
 import ray
 import websockets
-from ray import serve
 
-from bench.run import wait_healthy
-from serving.config import RouterSettings
+from serving.events import DeltaEvent, ErrorEvent, Event
+from serving.testing.probes import wait_healthy
+from serving.testing.tiny_gguf import write_gguf
 from tests.replicas import replica_names
-from tests.tiny_gguf import write_gguf
-from tests.tiny_models import tiny_config
+from tests.support import api_ws_url, read_turn, send_turn, until_deltas
 
 LONG = 4000
 
 
 @pytest.fixture(scope="module", params=["llama.cpp", "transformers"])
-def fault_app(
-    request: pytest.FixtureRequest,
-    serve_instance: int,
-    tiny_causal_long: Path,
-    tiny_causal: Path,
-    tiny_seq2seq: Path,
-):
+def fault_app(request: pytest.FixtureRequest, tiny_graph, tiny_causal_long: Path):
     """The graph with its causal models (chat, en->fr) on each engine in turn."""
-    from serving.app import build_api, build_ui
-
     engine = request.param
     long_model = write_gguf(tiny_causal_long) if engine == "llama.cpp" else tiny_causal_long
     fast_health = {"health_check_period_s": 1, "health_check_timeout_s": 10}
@@ -45,18 +36,11 @@ def fault_app(
             "generation": {"max_new_tokens": LONG, "min_new_tokens": LONG},
             "deployment": fast_health,
         },
-        "ui": {"api_url": f"ws://127.0.0.1:{serve_instance}/fault/api/chat"},
         # Short "sentences": French text comes soon, and the en->fr translator is always busy.
         "router": {"max_sentence_chars": 20},
     }
-    config = tiny_config(tiny_causal, tiny_seq2seq, serve_instance, extra=extra, engine=engine)
-    serve.run(build_api(config), name="fault-api", route_prefix="/fault/api")
-    serve.run(build_ui(config), name="fault-ui", route_prefix="/fault")
-    base = f"http://127.0.0.1:{serve_instance}/fault"
-    wait_healthy(base, timeout=120)
-    yield base
-    serve.delete("fault-api")
-    serve.delete("fault-ui")
+    with tiny_graph("/fault", extra, engine=engine) as base:
+        yield base
 
 
 def _kill(deployment: str) -> str:
@@ -76,38 +60,8 @@ def _replaced(base: str, deployment: str, old: str, timeout: float = 120) -> Non
     raise AssertionError(f"{deployment} was not replaced in {timeout} s")
 
 
-def _ws(base: str) -> str:
-    return base.replace("http://", "ws://") + "/api/chat"
-
-
-# The router ends a turn whose model says nothing for model_silence_s: a client never waits longer.
-QUIET_S = RouterSettings().model_silence_s + 5
-
-
-async def _until_deltas(socket, count: int) -> list[dict]:
-    """The turn's next ``count`` deltas; fails on an error event or ``QUIET_S`` of silence."""
-    deltas: list[dict] = []
-    while len(deltas) < count:
-        try:
-            event = json.loads(await asyncio.wait_for(socket.recv(), QUIET_S))
-        except asyncio.TimeoutError:
-            raise AssertionError(
-                f"no event for {QUIET_S:.0f} s after {len(deltas)} of {count} deltas"
-            ) from None
-        assert event["type"] != "error", event
-        if event["type"] == "delta":
-            deltas.append(event)
-    return deltas
-
-
-async def _error_within(socket, seconds: float) -> dict:
-    async def read() -> dict:
-        while True:
-            event = json.loads(await socket.recv())
-            if event["type"] in ("error", "done"):
-                return event
-
-    return await asyncio.wait_for(read(), seconds)
+async def _error_within(socket, seconds: float) -> Event:
+    return (await asyncio.wait_for(read_turn(socket), seconds))[-1]
 
 
 @pytest.mark.parametrize(
@@ -117,30 +71,30 @@ async def _error_within(socket, seconds: float) -> dict:
 def test_a_model_replica_killed_mid_reply_is_an_error_and_the_next_turn_works(
     fault_app: str, deployment: str, message: str
 ):
-    async def scenario() -> tuple[dict, float, list[dict]]:
-        async with websockets.connect(_ws(fault_app)) as socket:
-            await socket.send(json.dumps({"message": message, "history": []}))
-            await _until_deltas(socket, 3)  # the reply is streaming: kill it mid-way
+    async def scenario() -> tuple[Event, float, list[DeltaEvent]]:
+        async with websockets.connect(api_ws_url(fault_app)) as socket:
+            await send_turn(socket, message)
+            await until_deltas(socket, 3)  # the reply is streaming: kill it mid-way
             killed = await asyncio.to_thread(_kill, deployment)
             started = time.monotonic()
             error = await _error_within(socket, 20)
             waited = time.monotonic() - started
             await asyncio.to_thread(_replaced, fault_app, deployment, killed)
             # The same connection serves the next turn once Serve has a new replica.
-            await socket.send(json.dumps({"message": "Hi again", "history": []}))
-            return error, waited, await _until_deltas(socket, 2)
+            await send_turn(socket, "Hi again")
+            return error, waited, await until_deltas(socket, 2)
 
     error, waited, after = asyncio.run(scenario())
-    assert error["type"] == "error" and error["code"] == "generation_failed", error
-    assert "Try again" in error["message"] and waited < 20
-    assert "".join(delta["text"] for delta in after).strip(), after  # the next reply has text
+    assert isinstance(error, ErrorEvent) and error.code == "generation_failed", error
+    assert "Try again" in error.message and waited < 20
+    assert "".join(delta.text for delta in after).strip(), after  # the next reply has text
 
 
 def test_the_router_killed_under_open_sockets_closes_them_and_clients_can_reconnect(
     fault_app: str,
 ):
     async def scenario() -> list:
-        sockets = [await websockets.connect(_ws(fault_app)) for _ in range(3)]
+        sockets = [await websockets.connect(api_ws_url(fault_app)) for _ in range(3)]
         killed = await asyncio.to_thread(_kill, "Router")
         closes = []
         for socket in sockets:
@@ -148,9 +102,9 @@ def test_the_router_killed_under_open_sockets_closes_them_and_clients_can_reconn
                 await asyncio.wait_for(socket.recv(), 30)
             closes.append(socket.close_code)
         await asyncio.to_thread(_replaced, fault_app, "Router", killed)
-        async with websockets.connect(_ws(fault_app)) as socket:  # a client reconnects
-            await socket.send(json.dumps({"message": "Hello again", "history": []}))
-            await _until_deltas(socket, 2)
+        async with websockets.connect(api_ws_url(fault_app)) as socket:  # a client reconnects
+            await send_turn(socket, "Hello again")
+            await until_deltas(socket, 2)
         return closes
 
     closes = asyncio.run(scenario())

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from serving.config import BatchSettings, ModelSpec
 from serving.engine import Sampling, Usage, load_engine
 from serving.errors import InvalidRequestError
 from serving.llama_engine import LlamaCppEngine
+from serving.model_config import BatchSettings, ModelSpec
 
 GREEDY = Sampling(max_new_tokens=16)
 
@@ -26,7 +26,7 @@ def engine(tiny_gguf: Path) -> LlamaCppEngine:
 
 @pytest.fixture(scope="module")
 def long_engine(tiny_causal_long: Path) -> LlamaCppEngine:
-    from tests.tiny_gguf import write_gguf
+    from serving.testing.tiny_gguf import write_gguf
 
     spec = ModelSpec(source=str(write_gguf(tiny_causal_long)), threads=1, context_tokens=4096)
     return load_engine(spec, BatchSettings(max_batch_size=2), GREEDY)

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from pathlib import Path
 
 import httpx
 import pytest
 import websockets
-from ray import serve
 
-from bench.run import app_memory_mib, wait_healthy
-from tests.conftest import LONG_REPLY_TOKENS, METRICS_PORT
-from tests.tiny_gguf import write_gguf
-from tests.tiny_models import CORPUS, tiny_config
-from tests.ws import ws_turn
+from serving.events import DeltaEvent, DoneEvent, ErrorEvent, Event
+from serving.testing.probes import app_memory_mib
+from serving.testing.tiny_gguf import write_gguf
+from serving.testing.tiny_models import CORPUS
+from tests.conftest import LONG_REPLY_TOKENS
+from tests.support import api_ws_url, metric, metrics_text, read_turn, ws_turn
 
 ENGLISH_WORDS = sorted({word.strip(",.?!") for line in CORPUS[::2] for word in line.split()})
 
@@ -29,23 +28,23 @@ def _message(user: int, turn: int) -> str:
     return f"{first} {second}: user {user}, turn {turn}."
 
 
-async def _conversation(url: str, user: int, turns: int) -> list[dict]:
+async def _conversation(url: str, user: int, turns: int) -> list[Event]:
     """One user's conversation; each turn's message is its own (``_message``)."""
     outcomes, history = [], []
     async with websockets.connect(url, open_timeout=60) as socket:
         for turn in range(turns):
             message = _message(user, turn)
             event = (await ws_turn(socket, message, history))[-1]
-            outcomes.append({"message": message, **event})
-            if event["type"] == "done":
+            outcomes.append(event)
+            if isinstance(event, DoneEvent):
                 history += [
-                    {"role": "user", "content": event["message_en"]},
-                    {"role": "assistant", "content": event["reply_en"]},
+                    {"role": "user", "content": event.message_en},
+                    {"role": "assistant", "content": event.reply_en},
                 ]
     return outcomes
 
 
-def _run(url: str, users: int, turns: int) -> list[dict]:
+def _run(url: str, users: int, turns: int) -> list[Event]:
     async def everyone():
         return await asyncio.gather(*(_conversation(url, user, turns) for user in range(users)))
 
@@ -53,33 +52,27 @@ def _run(url: str, users: int, turns: int) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def greedy_app(serve_instance: int, tiny_causal: Path, tiny_seq2seq: Path):
+def greedy_app(tiny_graph):
     """The tiny graph with greedy decoding: a prompt gets the same reply however it is batched.
 
     No system prompt, and 48 tokens: each turn of ``_message`` then gets a reply of its own."""
-    from serving.app import build_api
-
     greedy = {"do_sample": False, "max_new_tokens": 48, "min_new_tokens": 48}
     extra = {"chat": {"system_prompt": None, "generation": greedy}}
-    config = tiny_config(tiny_causal, tiny_seq2seq, serve_instance, extra=extra)
-    serve.run(build_api(config), name="greedy-api", route_prefix="/greedy/api")
-    base = f"http://127.0.0.1:{serve_instance}/greedy"
-    wait_healthy(base, timeout=120)
-    yield base
-    serve.delete("greedy-api")
+    with tiny_graph("/greedy", extra, parts=["api"]) as base:
+        yield base
 
 
 def test_32_conversations_at_once_are_all_answered_and_never_mixed_up(greedy_app: str):
-    url = greedy_app.replace("http://", "ws://") + "/api/chat"
+    url = api_ws_url(greedy_app)
     users, turns = 32, 3
 
-    def replies(outcomes: list[dict]) -> list[str | None]:
-        return [outcome.get("reply") for outcome in outcomes]
+    def replies(outcomes: list[Event]) -> list[str | None]:
+        return [o.reply if isinstance(o, DoneEvent) else None for o in outcomes]
 
     async def alone() -> list[list[str | None]]:
         return [replies(await _conversation(url, user, turns)) for user in range(users)]
 
-    async def together() -> list[list[dict]]:
+    async def together() -> list[list[Event]]:
         return await asyncio.gather(*(_conversation(url, user, turns) for user in range(users)))
 
     expected = asyncio.run(alone())
@@ -89,7 +82,7 @@ def test_32_conversations_at_once_are_all_answered_and_never_mixed_up(greedy_app
     assert len({tuple(found) for found in expected}) == users, expected
     outcomes = asyncio.run(together())
     # Nothing is refused: this graph queues without bound (max_queued_requests: -1).
-    refused = [o for found in outcomes for o in found if o["type"] != "done"]
+    refused = [o for found in outcomes for o in found if not isinstance(o, DoneEvent)]
     assert not refused, refused[:3]
     mixed = [
         (user, turn)
@@ -101,20 +94,18 @@ def test_32_conversations_at_once_are_all_answered_and_never_mixed_up(greedy_app
 
 
 def test_memory_stays_flat_over_a_soak_of_hundreds_of_turns(tiny_app: str):
-    url = tiny_app.replace("http://", "ws://") + "/api/chat"
+    url = api_ws_url(tiny_app)
     _run(url, users=16, turns=4)  # warm up: caches, pools, first batches
     before = app_memory_mib()["total_mib"]
     outcomes = _run(url, users=16, turns=20)  # 320 turns
     after = app_memory_mib()["total_mib"]
-    assert sum(o["type"] == "done" for o in outcomes) >= 300
+    assert sum(isinstance(o, DoneEvent) for o in outcomes) >= 300
     assert after < before * 1.10 + 50, f"memory grew from {before} to {after} MiB"
 
 
 @pytest.fixture(scope="module")
-def busy_app(serve_instance: int, tiny_causal_long: Path, tiny_causal: Path, tiny_seq2seq: Path):
+def busy_app(tiny_graph, tiny_causal_long: Path):
     """One chat request at a time and one waiting: the third is refused at once."""
-    from serving.app import build_api
-
     extra = {
         "chat": {
             # The running reply outlasts the test's checks: the test ends it by leaving.
@@ -128,32 +119,28 @@ def busy_app(serve_instance: int, tiny_causal_long: Path, tiny_causal: Path, tin
         },
         "router": {"model_silence_s": 600},  # the queued turn may wait as long as the test needs
     }
-    config = tiny_config(tiny_causal, tiny_seq2seq, serve_instance, extra=extra)
-    serve.run(build_api(config), name="busy-api", route_prefix="/busy/api")
-    base = f"http://127.0.0.1:{serve_instance}/busy"
-    wait_healthy(base, timeout=120)
-    yield base
-    serve.delete("busy-api")
+    with tiny_graph("/busy", extra, parts=["api"]) as base:
+        yield base
 
 
 def _queued(application: str, deployment: str) -> float:
     """Serve's gauge of requests that wait in handles for a replica of ``deployment``."""
-    text = httpx.get(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=10).text
-    samples = re.findall(r"^ray_serve_deployment_queued_queries\{(.*)\} (\S+)$", text, re.M)
-    wanted = (f'application="{application}"', f'deployment="{deployment}"')
-    return sum(float(value) for labels, value in samples if all(w in labels for w in wanted))
+    queued = "ray_serve_deployment_queued_queries"
+    return metric(metrics_text(), queued, application=application, deployment=deployment)
 
 
-async def _streams(socket, started: asyncio.Event) -> dict:
+async def _streams(socket, started: asyncio.Event) -> Event:
     """Read a turn to its end; ``started`` is set at its first delta."""
-    while (event := json.loads(await socket.recv()))["type"] not in ("done", "error"):
-        if event["type"] == "delta":
+
+    def mark(event: Event) -> None:
+        if isinstance(event, DeltaEvent):
             started.set()
-    return event
+
+    return (await read_turn(socket, mark))[-1]
 
 
 def test_a_full_queue_answers_busy_at_once_and_everything_else_is_answered(busy_app: str):
-    url = busy_app.replace("http://", "ws://") + "/api/chat"
+    url = api_ws_url(busy_app)
     story = json.dumps({"message": "Tell me a story", "history": []})
 
     async def post() -> httpx.Response:
@@ -189,6 +176,6 @@ def test_a_full_queue_answers_busy_at_once_and_everything_else_is_answered(busy_
             return [outcome for (outcome,) in refused], response
 
     refused, response = asyncio.run(scenario())
-    assert all(o["type"] == "error" and o["code"] == "busy" for o in refused), refused
+    assert all(isinstance(o, ErrorEvent) and o.code == "busy" for o in refused), refused
     assert response.status_code == 503 and response.headers["retry-after"] == "5"
     assert response.json()["error"]["code"] == "busy"

@@ -2,31 +2,18 @@
 
 from __future__ import annotations
 
-import re
 import time
 
-import httpx
-
-from tests.conftest import METRICS_PORT
-
-
-def _sample(text: str, name: str, **labels: str) -> float:
-    """The sum of a metric's samples whose labels include ``labels`` (0 when absent)."""
-    total = 0.0
-    for line in text.splitlines():
-        match = re.match(rf"^{re.escape(name)}\{{(.*)\}} (\S+)$", line)
-        if match and all(f'{key}="{value}"' in match.group(1) for key, value in labels.items()):
-            total += float(match.group(2))
-    return total
+from tests.support import metric as _sample
+from tests.support import metrics_text, post_chat
 
 
 def test_turns_errors_latency_tokens_and_translation_are_scrapeable(tiny_app: str):
-    url = f"http://127.0.0.1:{METRICS_PORT}/metrics"
-    before = httpx.get(url, timeout=10).text
-    french = {"message": "Bonjour, pouvez-vous m'aider à écrire une lettre ?", "history": []}
-    done = httpx.post(f"{tiny_app}/api/chat", json=french, timeout=60).json()
+    before = metrics_text()
+    french = "Bonjour, pouvez-vous m'aider à écrire une lettre ?"
+    done = post_chat(tiny_app, french, history=[]).json()
     assert done["language"] == "fr"
-    blank = httpx.post(f"{tiny_app}/api/chat", json={"message": " "}, timeout=60)
+    blank = post_chat(tiny_app, " ")
     assert blank.status_code == 422
 
     expected = {
@@ -40,7 +27,7 @@ def test_turns_errors_latency_tokens_and_translation_are_scrapeable(tiny_app: st
     }
     deadline = time.monotonic() + 60  # replicas push their metrics every few seconds
     while True:
-        now = httpx.get(url, timeout=10).text
+        now = metrics_text()
         grown = {
             key: _sample(now, key[0], **dict(key[1])) - _sample(before, key[0], **dict(key[1]))
             for key in expected

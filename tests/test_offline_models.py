@@ -5,45 +5,37 @@ import os
 from pathlib import Path
 
 import pytest
-import websockets
-from ray import serve
 
-from serving.app import build_api, build_ui
 from serving.config import load_config
 from serving.detect import LanguageDetector
+from serving.events import DeltaEvent, DoneEvent
 from tests.pages import bots, open_page, send, settled_text, wait_for_list
-from tests.ws import ws_turn
+from tests.support import api_ws_url, graph_at, one_turn
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def offline_config(serve_instance: int):
-    api_url = f"ws://127.0.0.1:{serve_instance}/offline-api/chat"
-    return load_config(
-        "offline", overrides={"http": {"port": serve_instance}, "ui": {"api_url": api_url}}
-    )
+    return load_config("offline", overrides={"http": {"port": serve_instance}})
 
 
 @pytest.fixture(scope="module")
 def offline_api(offline_config) -> str:
-    """The offline profile's API, beside the tiny graph, at /offline-api."""
-    serve.run(build_api(offline_config), name="offline-api", route_prefix="/offline-api")
-    yield offline_config.api_url
-    serve.delete("offline-api")
+    """The offline profile's API, beside the tiny graph, at /offline/api: its WebSocket URL."""
+    with graph_at(offline_config, "/offline", ["api"]) as base:
+        yield api_ws_url(base)
 
 
 @pytest.fixture(scope="module")
-def offline_page(offline_api: str, offline_config, serve_instance: int) -> str:
+def offline_page(offline_api: str, offline_config) -> str:
     """Its page at /offline."""
-    serve.run(build_ui(offline_config), name="offline-ui", route_prefix="/offline")
-    yield f"http://127.0.0.1:{serve_instance}/offline"
-    serve.delete("offline-ui")
+    with graph_at(offline_config, "/offline", ["ui"]) as base:
+        yield base
 
 
 async def _turn(url: str, message: str) -> list[dict]:
-    async with websockets.connect(url, open_timeout=30) as socket:
-        return await ws_turn(socket, message, [])
+    return await one_turn(url, message, open_timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -54,11 +46,11 @@ def lingua() -> LanguageDetector:
 def test_english_message_gets_an_english_reply(offline_api: str, lingua: LanguageDetector):
     events = asyncio.run(_turn(offline_api, "My friends are cool but they eat too many carbs."))
     done = events[-1]
-    assert done["type"] == "done", done
-    assert sum(event["type"] == "delta" for event in events) > 3  # streamed, not sent at once
-    assert done["language"] == "en"
-    assert len(done["reply"].split()) >= 5
-    assert lingua.detect(done["reply"]) == "en"
+    assert isinstance(done, DoneEvent), done
+    assert sum(isinstance(event, DeltaEvent) for event in events) > 3  # streamed, not at once
+    assert done.language == "en"
+    assert len(done.reply.split()) >= 5
+    assert lingua.detect(done.reply) == "en"
 
 
 def test_french_message_gets_a_french_reply_with_english_behind_it(
@@ -66,12 +58,12 @@ def test_french_message_gets_a_french_reply_with_english_behind_it(
 ):
     events = asyncio.run(_turn(offline_api, "Peux-tu me donner trois conseils pour mieux dormir ?"))
     start, done = events[0], events[-1]
-    assert done["type"] == "done", done
-    assert start["language"] == "fr" and done["language"] == "fr"
-    assert lingua.detect(done["message_en"]) == "en"
-    assert lingua.detect(done["reply_en"]) == "en"
-    assert lingua.detect(done["reply"]) == "fr"
-    assert sum(event["type"] == "delta" for event in events) > 3
+    assert isinstance(done, DoneEvent), done
+    assert start.language == "fr" and done.language == "fr"
+    assert lingua.detect(done.message_en) == "en"
+    assert lingua.detect(done.reply_en) == "en"
+    assert lingua.detect(done.reply) == "fr"
+    assert sum(isinstance(event, DeltaEvent) for event in events) > 3
 
 
 @pytest.mark.browser
@@ -86,10 +78,10 @@ def test_the_page_on_the_real_models_in_both_languages(
     page.wait_for_function(
         "() => document.querySelectorAll('#chatbot .message.bot').length === 1", timeout=120_000
     )
-    english = settled_text(page, bots(page).last, quiet_ms=4000)
+    english = settled_text(page, bots(page).last)
     send(page, "Quels fruits sont de saison en hiver ?")
     page.locator("#chatbot").get_by_text("English original").wait_for(timeout=180_000)
-    settled_text(page, bots(page).last, quiet_ms=4000)
+    settled_text(page, bots(page).last)
     wait_for_list(page, ["Give me three tips to sleep better."], secret=None)  # the turn is done
     page.locator("#chatbot").get_by_text("English original").click()  # open the fold
     page.locator("#chatbot .thought-group .title[aria-expanded='true']").wait_for(timeout=10_000)
@@ -104,6 +96,6 @@ def test_the_page_on_the_real_models_in_both_languages(
     send(page, "Peux-tu me conseiller un bon livre ?")
     titles = ["Peux-tu me conseiller un bon livre ?", "Give me three tips to sleep better."]
     wait_for_list(page, titles, secret=None)  # the offline page's key is its own
-    settled_text(page, bots(page).last, quiet_ms=4000)
+    settled_text(page, bots(page).last)
     page.screenshot(path=str(pictures / "conversations.png"))
     page.close()

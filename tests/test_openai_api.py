@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import openai
 import pytest
@@ -19,6 +18,7 @@ from serving.openai_api import (
     sse,
     status_for,
 )
+from tests.support import activity as _activity
 
 MODEL = "polyglot-chat"
 
@@ -119,14 +119,6 @@ def test_responses_have_openai_shapes():
 
 def _client(base_url: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{base_url}/api/v1", api_key="not-needed", max_retries=0)
-
-
-def _activity(deployment: str, app_name: str = "api") -> dict[str, int]:
-    from ray import serve
-
-    handle = serve.get_deployment_handle(deployment, app_name=app_name)
-    with ThreadPoolExecutor(1) as pool:  # the handle's .result() must not run on an event loop
-        return pool.submit(lambda: handle.activity.remote().result()).result()
 
 
 def test_the_openai_client_lists_the_model_and_gets_a_whole_answer(tiny_app: str):

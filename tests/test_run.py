@@ -12,8 +12,9 @@ from pathlib import Path
 import httpx
 import yaml
 
-from bench.run import free_port, wait_healthy
-from tests.tiny_models import tiny_config
+from serving.testing.probes import free_port, wait_healthy
+from serving.testing.tiny_models import tiny_config
+from tests.support import post_chat
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,13 +43,8 @@ def test_run_py_serves_page_api_and_metrics_and_a_failed_share_link_is_one_clear
             time.sleep(0.5)
         (line,) = [x for x in out_path.read_text().splitlines() if x.startswith("Access token")]
         token = line.rsplit(" ", 1)[-1]
-        assert httpx.post(f"{base}/api/chat", json={"message": "Hi"}, timeout=60).status_code == 401
-        answer = httpx.post(
-            f"{base}/api/chat",
-            json={"message": "Hello"},
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=60,
-        )
+        assert post_chat(base, "Hi").status_code == 401
+        answer = post_chat(base, "Hello", token)
         assert answer.status_code == 200 and answer.json()["reply"]
         assert httpx.get(f"{base}/", timeout=10).status_code == 200  # the page's login
         assert httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).status_code == 200

@@ -7,15 +7,14 @@ import os
 import stat
 from pathlib import Path
 
-import httpx
 import openai
 import pytest
-import websockets
 from websockets.exceptions import InvalidStatus
 
+from serving.events import Event
 from serving.security import access_token, bearer, origin_allowed, token_matches
-from tests.tiny_models import tiny_config
-from tests.ws import ws_turn
+from serving.testing.tiny_models import tiny_config
+from tests.support import api_ws_url, one_turn, post_chat
 
 TOKEN = "a-test-token-of-some-length"
 
@@ -57,50 +56,30 @@ def test_tokens_are_compared_whole():
 
 
 @pytest.fixture(scope="module")
-def secure_app(serve_instance: int, tiny_causal: Path, tiny_seq2seq: Path) -> str:
+def secure_app(tiny_graph) -> str:
     """The graph with security.auth on (as beyond loopback), page at /secure."""
-    from ray import serve
-
-    from bench.run import wait_healthy
-    from serving.app import build_api, build_ui
-
-    extra = {
-        "security": {"auth": "on", "api_token": TOKEN},
-        "ui": {"api_url": f"ws://127.0.0.1:{serve_instance}/secure/api/chat"},
-    }
-    config = tiny_config(tiny_causal, tiny_seq2seq, serve_instance, extra=extra)
-    serve.run(build_api(config), name="secure-api", route_prefix="/secure/api")
-    serve.run(build_ui(config), name="secure-ui", route_prefix="/secure")
-    base = f"http://127.0.0.1:{serve_instance}/secure"
-    wait_healthy(base, timeout=120)  # health stays open: load balancers and the page ask it
-    yield base
-    serve.delete("secure-api")
-    serve.delete("secure-ui")
+    # Deployed once healthy: health stays open, as load balancers and the page ask it.
+    with tiny_graph("/secure", {"security": {"auth": "on", "api_token": TOKEN}}) as base:
+        yield base
 
 
 def test_the_api_wants_the_token(secure_app: str):
-    url = secure_app.replace("http://", "ws://") + "/api/chat"
+    url = api_ws_url(secure_app)
 
-    async def turn(target: str, **connect) -> dict:
-        async with websockets.connect(target, **connect) as socket:
-            return (await ws_turn(socket, "Hello", []))[-1]
+    def turn(target: str, **connect) -> Event:
+        return asyncio.run(one_turn(target, "Hello", **connect))[-1]
 
     with pytest.raises(InvalidStatus) as refused:
-        asyncio.run(turn(url))
+        turn(url)
     assert refused.value.response.status_code == 403
     signed = {"additional_headers": {"Authorization": f"Bearer {TOKEN}"}}
-    assert asyncio.run(turn(url, **signed))["reply"]
-    assert asyncio.run(turn(f"{url}?token={TOKEN}"))["reply"]
+    assert turn(url, **signed).reply
+    assert turn(api_ws_url(secure_app, TOKEN)).reply
 
-    plain = httpx.post(f"{secure_app}/api/chat", json={"message": "Hello"}, timeout=60)
+    plain = post_chat(secure_app, "Hello")
     assert plain.status_code == 401 and plain.headers["www-authenticate"] == "Bearer"
     assert plain.json()["error"]["code"] == "unauthorized"
-    signed = httpx.post(
-        f"{secure_app}/api/chat",
-        json={"message": "Hello"},
-        headers={"Authorization": f"Bearer {TOKEN}"},
-        timeout=60,
-    )
+    signed = post_chat(secure_app, "Hello", TOKEN)
     assert signed.status_code == 200 and signed.json()["reply"]
 
     with pytest.raises(openai.AuthenticationError):

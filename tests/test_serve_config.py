@@ -13,11 +13,12 @@ import pytest
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
-from bench.run import free_port, wait_healthy
 from serving.app import _config, deployment_settings
 from serving.config import available_profiles
 from serving.serve_config import KUBERAY_FILE, ROOT, SERVE_DIR, all_files, main, serve_config
-from tests.tiny_models import tiny_config
+from serving.testing.probes import free_port, wait_healthy
+from serving.testing.tiny_models import tiny_config
+from tests.support import post_chat
 
 
 def test_the_committed_files_are_what_the_profiles_generate():
@@ -84,7 +85,7 @@ def test_serve_run_serves_page_and_api_and_serve_status_lists_every_deployment_h
         base = f"http://127.0.0.1:{port}"
         wait_healthy(base, timeout=240)
         assert "Polyglot chat" in httpx.get(f"{base}/", timeout=10).text
-        reply = httpx.post(f"{base}/api/chat", json={"message": "Bonjour !"}, timeout=60).json()
+        reply = post_chat(base, "Bonjour !").json()
         assert reply["language"] == "fr" and reply["reply"]
         status = subprocess.run(
             [bin_dir / "serve", "status"], cwd=ROOT, env=env, capture_output=True, text=True

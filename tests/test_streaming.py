@@ -2,7 +2,7 @@ import asyncio
 import time
 from pathlib import Path
 
-from serving.config import ModelSpec
+from serving.model_config import ModelSpec
 from serving.streaming import stream_generate
 from serving.weights import load
 

@@ -1,7 +1,8 @@
 import asyncio
 from pathlib import Path
 
-from serving.config import GenerationSettings, ModelSpec, TranslatorSettings
+from serving.config import TranslatorSettings
+from serving.model_config import GenerationSettings, ModelSpec
 from serving.translate import Translator
 
 

@@ -6,20 +6,16 @@ from collections.abc import AsyncGenerator
 import pytest
 from gradio_client import Client
 
+from serving.events import DeltaEvent, DoneEvent, Event, StartEvent
 from serving.pacing import paced
+from tests.support import FRENCH_TURN as FRENCH
+from tests.support import api_ws_url
 from ui.client import api_ready, health_url
 from ui.page import build_demo
 from ui.reply_stream import Halt, join_deltas, until_halted
 from ui.share import MAX_LINK_CHARS, ShareError, decode, encode, token_in
 from ui.turns import ENGLISH_ORIGINAL, notice_for, to_history_en, to_messages, turn_at
 
-FRENCH = {
-    "user": "Salut",
-    "assistant": "Bonjour !",
-    "user_en": "Hi",
-    "assistant_en": "Hello!",
-    "language": "fr",
-}
 ENGLISH = {
     "user": "Thanks",
     "assistant": "You are welcome.",
@@ -66,16 +62,16 @@ def test_a_halt_ends_a_waiting_stream_at_once_and_closes_it():
 
     async def stream():
         try:
-            yield {"type": "delta", "text": "Bon"}
+            yield DeltaEvent(text="Bon")
             await asyncio.sleep(3600)  # the next event is far away
-            yield {"type": "delta", "text": "jour"}
+            yield DeltaEvent(text="jour")
         finally:
             closed.set()
 
     async def scenario():
         halt, seen = Halt(), []
         async for event in until_halted(stream(), halt):
-            seen.append(event["text"])
+            seen.append(event.text)
             asyncio.get_running_loop().call_later(0.05, halt, True)
         return seen, halt.keep
 
@@ -89,9 +85,9 @@ def test_cancelling_the_turn_itself_also_closes_the_stream():
 
     async def stream():
         try:
-            yield {"type": "delta", "text": "Bon"}
+            yield DeltaEvent(text="Bon")
             await asyncio.sleep(3600)
-            yield {"type": "delta", "text": "jour"}
+            yield DeltaEvent(text="jour")
         finally:
             closed.set()
 
@@ -112,10 +108,10 @@ def test_cancelling_the_turn_itself_also_closes_the_stream():
 def test_an_unhalted_stream_is_passed_through_whole():
     async def stream():
         for text in ["a", "b", "c"]:
-            yield {"type": "delta", "text": text}
+            yield DeltaEvent(text=text)
 
     async def scenario():
-        return [event["text"] async for event in until_halted(stream(), Halt())]
+        return [event.text async for event in until_halted(stream(), Halt())]
 
     assert asyncio.run(scenario()) == ["a", "b", "c"]
 
@@ -226,8 +222,7 @@ def test_a_conversation_too_long_for_a_link_says_so():
 def test_the_page_knows_when_the_api_is_ready(tiny_app: str):
     assert health_url("ws://h:1/api/chat") == "http://h:1/api/healthz"
     assert health_url("wss://h/x/api/chat") == "https://h/x/api/healthz"
-    api = tiny_app.replace("http://", "ws://") + "/api/chat"
-    assert asyncio.run(api_ready(api))
+    assert asyncio.run(api_ready(api_ws_url(tiny_app)))
     assert not asyncio.run(api_ready("ws://127.0.0.1:9/api/chat"))  # nothing listens there
 
 
@@ -244,22 +239,22 @@ def test_the_page_serves_no_files_and_no_code_editor(tiny_app: str):
 def test_the_page_redraws_once_for_the_deltas_that_came_together():
     """The page paces its events: consecutive deltas become one, other events stay as they are."""
     events = [
-        {"type": "start", "language": "fr"},
-        {"type": "delta", "text": "Bon", "text_en": "Good"},
-        {"type": "delta", "text": "jour"},
-        {"type": "delta", "text": " !", "text_en": " day!"},
-        {"type": "done", "reply": "Bonjour !"},
+        StartEvent(language="fr", message_en="Hello!"),
+        DeltaEvent(text="Bon", text_en="Good"),
+        DeltaEvent(text="jour"),
+        DeltaEvent(text=" !", text_en=" day!"),
+        DoneEvent(reply="Bonjour !", reply_en="Good day!", message_en="Hello!", language="fr"),
     ]
 
-    async def source() -> AsyncGenerator[dict, None]:
+    async def source() -> AsyncGenerator[Event, None]:
         for event in events:
             yield event
 
-    async def listen() -> list[dict]:
+    async def listen() -> list[Event]:
         return [event async for event in paced(source(), 0.05, join_deltas)]
 
     assert asyncio.run(listen()) == [
         events[0],
-        {"type": "delta", "text": "Bonjour !", "text_en": "Good day!"},
+        DeltaEvent(text="Bonjour !", text_en="Good day!"),
         events[4],
     ]

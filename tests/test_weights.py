@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from serving.config import ModelSpec
 from serving.errors import ModelUnavailableError
 from serving.locate import check_available, locate
+from serving.model_config import ModelSpec
 from serving.weights import load
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Any
 
 import httpx
 import websockets
 
 from serving.errors import ChatServiceError
+from serving.events import DoneEvent, ErrorEvent, Event, parse_event
 
 
 class ApiError(ChatServiceError):
@@ -25,7 +25,7 @@ class ApiError(ChatServiceError):
 
 async def stream_turn(
     api_url: str, message: str, history_en: list[dict[str, str]], token: str | None = None
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncIterator[Event]:
     """Send one turn and yield the API's events until ``done``; raise ``ApiError`` on ``error``.
 
     ``token``: the API's access token, when it asks for one.
@@ -37,11 +37,11 @@ async def stream_turn(
         ) as socket:
             await socket.send(json.dumps({"message": message, "history": history_en}))
             async for raw in socket:
-                event = json.loads(raw)
-                if event["type"] == "error":
-                    raise ApiError(event["message"], event["code"])
+                event = parse_event(raw)
+                if isinstance(event, ErrorEvent):
+                    raise ApiError(event.message, event.code)
                 yield event
-                if event["type"] == "done":
+                if isinstance(event, DoneEvent):
                     return
     except (OSError, websockets.exceptions.WebSocketException) as exc:
         raise ApiError(

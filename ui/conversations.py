@@ -1,4 +1,5 @@
-"""The list of conversations kept in the browser, and their export and import files.
+"""The list of conversations kept in the browser (the files that carry it are in
+``ui.conversation_files``).
 
 The server stores nothing: the list lives in the browser's localStorage, sealed (encrypted and
 signed) with a key that stays on the server, so a list that was changed or damaged reads as
@@ -13,25 +14,19 @@ and for the seal's base64: past it, the oldest conversations go first, with a no
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import hashlib
 import json
 import re
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
-from cryptography.fernet import Fernet, InvalidToken
-
 from serving.errors import ChatServiceError
-from ui.turns import ENGLISH_ORIGINAL, TEXT_FIELDS, Turn
+from serving.events import StoredTurn
+from ui.turns import TEXT_FIELDS
 
-FILE_FORMAT = "polyglot-chat"
-FILE_VERSION = 1
-MAX_IMPORT_BYTES = 1_000_000  # the page refuses bigger files before they leave the browser
+LIST_VERSION = 1  # of the list as localStorage keeps it
 MAX_IMPORT_TURNS = 1000
 MAX_TITLE_CHARS = 80
 UNTITLED = "New conversation"
@@ -43,7 +38,7 @@ class ConversationError(ChatServiceError):
     http_status = 400
 
 
-def title_for(turns: list[Turn]) -> str:
+def title_for(turns: list[StoredTurn]) -> str:
     """A conversation is named after its first message, on one line."""
     if not turns:
         return UNTITLED
@@ -51,7 +46,7 @@ def title_for(turns: list[Turn]) -> str:
     return words if len(words) <= 48 else words[:47].rstrip() + "…"
 
 
-def clean_turns(data: Any) -> list[Turn]:
+def clean_turns(data: Any) -> list[StoredTurn]:
     """Stored turns from untrusted data (an imported file, or storage written by another
     version), or ``ValueError`` saying what is wrong."""
     if not isinstance(data, list) or not data:
@@ -65,7 +60,7 @@ def clean_turns(data: Any) -> list[Turn]:
         language = raw.get("language", "en")
         if not isinstance(language, str) or not _LANGUAGE.fullmatch(language):
             raise ValueError(f"turn {number} has no valid language code")
-        turn: Turn = {name: raw[name] for name in TEXT_FIELDS} | {"language": language}
+        turn: StoredTurn = {name: raw[name] for name in TEXT_FIELDS} | {"language": language}
         if raw.get("stopped") is True:
             turn["stopped"] = True
         dropped = raw.get("history_dropped")
@@ -83,7 +78,7 @@ def _json_bytes(value: Any) -> int:
 @dataclass
 class Conversation:
     id: str
-    turns: list[Turn]
+    turns: list[StoredTurn]
     title: str = UNTITLED
     named: bool = False  # renamed by the person: the title no longer follows the first message
     updated: float = field(default_factory=time.time)
@@ -120,7 +115,7 @@ class Library:
             await asyncio.sleep(0.05)
             waited += 0.05
 
-    def restore(self, saved: Any, turns: list[Turn]) -> list[Turn]:
+    def restore(self, saved: Any, turns: list[StoredTurn]) -> list[StoredTurn]:
         """The list as the browser kept it, and the turns to show. The current conversation's
         own storage (``turns``) is the newer copy; when it is empty (a page from before the list
         existed, or storage that was cleared) the list's copy is shown. Entries that do not
@@ -154,7 +149,7 @@ class Library:
     def find(self, conversation_id: str) -> Conversation | None:
         return next((c for c in self.conversations if c.id == conversation_id), None)
 
-    def record(self, conversation_id: str, turns: list[Turn]) -> None:
+    def record(self, conversation_id: str, turns: list[StoredTurn]) -> None:
         """A conversation's turns changed: it moves to the top. With no turns it leaves."""
         conversation = self.find(conversation_id)
         if conversation is not None:
@@ -170,14 +165,14 @@ class Library:
             conversation.title = title_for(turns)
         self.conversations.insert(0, conversation)
 
-    def turns_on_screen(self) -> list[Turn]:
+    def turns_on_screen(self) -> list[StoredTurn]:
         conversation = self.find(self.active)
         return list(conversation.turns) if conversation else []
 
     def start_new(self) -> None:
         self.active = _new_id()
 
-    def open(self, conversation_id: str) -> list[Turn]:
+    def open(self, conversation_id: str) -> list[StoredTurn]:
         conversation = self.find(conversation_id)
         if conversation is None:
             raise ConversationError("That conversation is no longer in this browser's list.")
@@ -198,7 +193,7 @@ class Library:
         self.record(self.active, [])
         self.start_new()
 
-    def add(self, title: str, turns: list[Turn]) -> None:
+    def add(self, title: str, turns: list[StoredTurn]) -> None:
         """An imported conversation, opened."""
         self.start_new()
         self.record(self.active, turns)
@@ -230,7 +225,7 @@ class Library:
     def saved(self) -> dict[str, Any]:
         """What the browser keeps."""
         conversations = [c.saved() for c in self.conversations]
-        return {"version": FILE_VERSION, "active": self.active, "conversations": conversations}
+        return {"version": LIST_VERSION, "active": self.active, "conversations": conversations}
 
     def choices(self) -> list[tuple[str, str]]:
         return [(c.title, c.id) for c in self.conversations]
@@ -238,92 +233,3 @@ class Library:
     def title(self) -> str:
         conversation = self.find(self.active)
         return conversation.title if conversation else ""
-
-
-def _fernet(secret: str) -> Fernet:
-    digest = hashlib.sha256(f"polyglot-chat conversations:{secret}".encode()).digest()
-    return Fernet(base64.urlsafe_b64encode(digest))
-
-
-def seal(saved: dict[str, Any], secret: str) -> str:
-    """The stored list as the browser keeps it: encrypted and signed."""
-    text = json.dumps(saved, ensure_ascii=False, separators=(",", ":"))
-    return _fernet(secret).encrypt(text.encode()).decode()
-
-
-def unseal(token: str, secret: str) -> dict[str, Any]:
-    """The stored list back, or ``ConversationError`` if it was made with another key or
-    changed since."""
-    try:
-        saved = json.loads(_fernet(secret).decrypt(token.encode()))
-    except (InvalidToken, ValueError):
-        raise ConversationError(
-            "The list of conversations kept in this browser cannot be read (it was changed, or "
-            "saved by a server with another key), so a new list begins."
-        ) from None
-    return saved if isinstance(saved, dict) else {}
-
-
-def to_markdown(title: str, turns: list[Turn], exported: datetime | None = None) -> str:
-    """A readable copy: each exchange, and for a translated one its English original, folded."""
-    exported = exported or datetime.now(UTC)
-    lines = [f"# {title}", "", f"*Exported from Polyglot chat on {exported:%Y-%m-%d %H:%M} UTC*"]
-    for turn in turns:
-        reply = turn["assistant"] + (" *(stopped)*" if turn.get("stopped") else "")
-        lines += ["", f"**You:** {turn['user']}", "", f"**Assistant:** {reply}"]
-        if turn.get("language", "en") != "en":
-            lines += [
-                "",
-                f"<details><summary>{ENGLISH_ORIGINAL}</summary>",
-                "",
-                f"**You:** {turn['user_en']}",
-                "",
-                f"**Assistant:** {turn['assistant_en']}",
-                "",
-                "</details>",
-            ]
-    return "\n".join(lines) + "\n"
-
-
-def to_file(title: str, turns: list[Turn], exported: datetime | None = None) -> str:
-    """The re-importable JSON file: the stored turns as they are."""
-    exported = exported or datetime.now(UTC)
-    data = {
-        "format": FILE_FORMAT,
-        "version": FILE_VERSION,
-        "title": title,
-        "exported": exported.isoformat(timespec="seconds"),
-        "turns": turns,
-    }
-    return json.dumps(data, ensure_ascii=False, indent=1) + "\n"
-
-
-def from_file(text: str) -> tuple[str, list[Turn]]:
-    """The title and turns of an exported file, or ``ConversationError`` saying what is wrong."""
-    if len(text.encode()) > MAX_IMPORT_BYTES:
-        raise ConversationError(
-            f"This file is over {MAX_IMPORT_BYTES // 1_000_000} MB: it is not a conversation "
-            "exported from this page."
-        )
-    try:
-        data = json.loads(text)
-    except ValueError:
-        raise ConversationError(
-            "This file is not JSON. Import a file made by “Export JSON”."
-        ) from None
-    if not isinstance(data, dict) or data.get("format") != FILE_FORMAT:
-        raise ConversationError(
-            "This JSON file is not a conversation exported from this page (“Export JSON”)."
-        )
-    if data.get("version") != FILE_VERSION:
-        raise ConversationError(
-            f"This conversation file has version {data.get('version')!r}; this page reads "
-            f"version {FILE_VERSION}."
-        )
-    try:
-        turns = clean_turns(data.get("turns"))
-    except ValueError as error:
-        raise ConversationError(f"This conversation file is damaged: {error}.") from None
-    title = data.get("title")
-    title = " ".join(title.split())[:MAX_TITLE_CHARS] if isinstance(title, str) else ""
-    return title or title_for(turns), turns

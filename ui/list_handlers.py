@@ -13,19 +13,11 @@ from typing import Any
 
 import gradio as gr
 
-from ui.conversations import (
-    MAX_IMPORT_BYTES,
-    ConversationError,
-    Library,
-    from_file,
-    seal,
-    title_for,
-    to_file,
-    to_markdown,
-    unseal,
-)
+from serving.events import StoredTurn
+from ui.conversation_files import MAX_IMPORT_BYTES, from_file, seal, to_file, to_markdown, unseal
+from ui.conversations import ConversationError, Library, title_for
 from ui.reply_stream import Halt, halt_all
-from ui.turns import Turn, notice_for, to_messages
+from ui.turns import notice_for, to_messages
 
 STORAGE_KEY = "polyglot-chat-conversations"
 # The page opens: the sealed list, read from localStorage by the browser itself (the handler's
@@ -78,7 +70,7 @@ def _file_name(title: str, suffix: str) -> str:
     return (re.sub(r"[^\w-]+", "-", title).strip("-")[:40] or "conversation") + suffix
 
 
-def _view(turns: list[Turn]) -> tuple:
+def _view(turns: list[StoredTurn]) -> tuple:
     """The chat window, the stored turns and the notice, for a conversation opened."""
     return to_messages(turns), turns, notice_for(turns)
 
@@ -95,7 +87,7 @@ class ListHandlers:
         one at a time between awaits, so none sees the list half-changed."""
         return Library(self.budget_bytes)
 
-    async def load(self, sealed: str, turns: list[Turn] | None, library: Library) -> tuple:
+    async def load(self, sealed: str, turns: list[StoredTurn] | None, library: Library) -> tuple:
         """The page opens with the sealed list that the browser read from localStorage: (chat
         window, stored turns, notice)."""
         saved: dict[str, Any] = {}
@@ -146,10 +138,10 @@ class ListHandlers:
         library.delete()
         return _view([])
 
-    def export_markdown(self, library: Library, turns: list[Turn] | None) -> str:
+    def export_markdown(self, library: Library, turns: list[StoredTurn] | None) -> str:
         return self._export(library, turns, ".md", "text/markdown", to_markdown)
 
-    def export_json(self, library: Library, turns: list[Turn] | None) -> str:
+    def export_json(self, library: Library, turns: list[StoredTurn] | None) -> str:
         return self._export(library, turns, ".json", "application/json", to_file)
 
     def _export(self, library, turns, suffix: str, mime: str, render) -> str:

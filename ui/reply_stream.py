@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+
+from serving.events import DeltaEvent, Event
 
 # The page redraws the reply at most this often: a fast model sends 60 deltas a second, and
 # each redraw renders the whole reply again in the browser (and diffs it in the UI replica).
@@ -29,25 +30,23 @@ def halt_all(running: set[Halt], keep: bool) -> None:
         halt(keep)
 
 
-def join_deltas(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def join_deltas(events: list[Event]) -> list[Event]:
     """Consecutive deltas as one (their texts and English texts joined); other events as they
     are, in order."""
-    joined: list[dict[str, Any]] = []
+    joined: list[Event] = []
     for event in events:
-        if event["type"] == "delta" and joined and joined[-1]["type"] == "delta":
-            last = dict(joined[-1])
-            last["text"] += event["text"]
-            if "text_en" in event:
-                last["text_en"] = last.get("text_en", "") + event["text_en"]
-            joined[-1] = last
+        last = joined[-1] if joined else None
+        if isinstance(event, DeltaEvent) and isinstance(last, DeltaEvent):
+            english = None
+            if last.text_en is not None or event.text_en is not None:
+                english = (last.text_en or "") + (event.text_en or "")
+            joined[-1] = DeltaEvent(text=last.text + event.text, text_en=english)
         else:
             joined.append(event)
     return joined
 
 
-async def until_halted(
-    stream: AsyncIterator[dict[str, Any]], halt: Halt
-) -> AsyncIterator[dict[str, Any]]:
+async def until_halted(stream: AsyncIterator[Event], halt: Halt) -> AsyncIterator[Event]:
     """The stream's events until it ends or ``halt`` is requested; the stream is closed either way.
 
     Closing the stream closes its WebSocket, which cancels the request in the router.

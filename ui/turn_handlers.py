@@ -17,12 +17,13 @@ from typing import Any
 
 import gradio as gr
 
+from serving.events import DeltaEvent, DoneEvent, StartEvent, StoredTurn, stored_turn
 from serving.pacing import paced
 from ui.client import ApiError, stream_turn
 from ui.conversations import Library
 from ui.list_handlers import listing
 from ui.reply_stream import REDRAW_INTERVAL_S, Halt, halt_all, join_deltas, until_halted
-from ui.turns import Turn, message_text, notice_for, to_history_en, to_messages, turn_at
+from ui.turns import message_text, notice_for, to_history_en, to_messages, turn_at
 
 # What each turn handler updates: the chat window, the stored turns, the text box, the notice.
 UNCHANGED = (gr.skip(), gr.skip(), gr.skip(), gr.skip())
@@ -52,7 +53,7 @@ class TurnHandlers:
     async def run_turn(
         self,
         message: str,
-        turns: list[Turn],
+        turns: list[StoredTurn],
         box_after: Any,
         running: set[Halt],
         library: Library | None,
@@ -65,12 +66,12 @@ class TurnHandlers:
         def on_screen() -> bool:
             return library is None or library.active == conversation
 
-        def commit(kept: list[Turn], box: Any) -> tuple:
+        def commit(kept: list[StoredTurn], box: Any) -> tuple:
             if library is not None:
                 library.record(conversation, kept)
             return (to_messages(kept), kept, box, notice_for(kept)) if on_screen() else UNCHANGED
 
-        pending: Turn = {
+        pending: StoredTurn = {
             "user": message,
             "assistant": "",
             "user_en": message,
@@ -88,23 +89,22 @@ class TurnHandlers:
             stream = stream_turn(self.api_url, message, to_history_en(turns), self.api_token)
             events = until_halted(paced(stream, REDRAW_INTERVAL_S, join_deltas), halt)
             async for event in events:
-                if event["type"] == "start":
+                if isinstance(event, StartEvent):
                     pending.update(
-                        user_en=event["message_en"],
-                        language=event["language"],
-                        history_dropped=event.get("history_dropped", 0),
+                        user_en=event.message_en,
+                        language=event.language,
+                        history_dropped=event.history_dropped,
                     )
                     yield shown, gr.skip(), gr.skip(), notice_for([pending])
-                elif event["type"] == "delta":
-                    pending["assistant"] += event["text"]
+                elif isinstance(event, DeltaEvent):
+                    pending["assistant"] += event.text
                     pending["assistant_en"] += (
-                        event.get("text_en", "") if pending["language"] == "fr" else event["text"]
+                        event.text_en or "" if pending["language"] == "fr" else event.text
                     )
                     shown[-1] = {"role": "assistant", "content": pending["assistant"]}
                     yield (shown, *UNCHANGED[1:]) if on_screen() else UNCHANGED
-                elif event["type"] == "done":
-                    pending.update(assistant=event["reply"], assistant_en=event["reply_en"])
-                    yield commit([*turns, pending], box_after)
+                elif isinstance(event, DoneEvent):
+                    yield commit([*turns, stored_turn(message, event)], box_after)
                     return
             if not halt.keep:  # Undo, Clear or Delete: their own result stands
                 return
@@ -118,14 +118,20 @@ class TurnHandlers:
         finally:
             running.discard(halt)
 
-    async def send_api(self, message: str, running: set[Halt], turns: list[Turn] | None = None):
+    async def send_api(
+        self, message: str, running: set[Halt], turns: list[StoredTurn] | None = None
+    ):
         """The page's API (``/chat``): a message, and the turns so far (none: a new conversation;
         gradio_client may leave them out). A client keeps its own turns: no list."""
         async for update in self.send(message, running, None, turns):
             yield update
 
     async def send(
-        self, message: str, running: set[Halt], library: Library | None, turns: list[Turn] | None
+        self,
+        message: str,
+        running: set[Halt],
+        library: Library | None,
+        turns: list[StoredTurn] | None,
     ):
         """Send a message: the page's text box, or the API."""
         if library is not None:  # the page: the list knows the conversation on screen, even
@@ -141,7 +147,7 @@ class TurnHandlers:
 
     async def retry(
         self,
-        turns: list[Turn] | None,
+        turns: list[StoredTurn] | None,
         running: set[Halt],
         library: Library | None,
         data: gr.RetryData,
@@ -157,7 +163,7 @@ class TurnHandlers:
 
     async def edit(
         self,
-        turns: list[Turn] | None,
+        turns: list[StoredTurn] | None,
         running: set[Halt],
         library: Library | None,
         data: gr.EditData,
@@ -179,7 +185,7 @@ class TurnHandlers:
 
     async def undo(
         self,
-        turns: list[Turn] | None,
+        turns: list[StoredTurn] | None,
         running: set[Halt],
         library: Library | None,
         data: gr.UndoData,

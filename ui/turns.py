@@ -1,22 +1,18 @@
-"""A conversation's stored turns, and what the page and the model are shown of them.
-
-A turn is what one exchange leaves in the browser: what the person wrote and read, and, for a
-French turn, what the model read and wrote in English, so nothing is translated twice.
-"""
+"""What the page and the model are shown of a conversation's stored turns
+(``serving.events.StoredTurn``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-# user, assistant, user_en, assistant_en, language; history_dropped (int), stopped (bool)
-Turn = dict[str, Any]
+from serving.events import StoredTurn
 
 ENGLISH_ORIGINAL = "English original"
 STOPPED_MARK = "\n\n*(stopped)*"
 TEXT_FIELDS = ("user", "assistant", "user_en", "assistant_en")
 
 
-def to_messages(turns: list[Turn]) -> list[dict[str, Any]]:
+def to_messages(turns: list[StoredTurn]) -> list[dict[str, Any]]:
     """What the chat window shows: the conversation in the person's own language.
 
     A French turn also gets a closed "English original" fold with what the model read and wrote.
@@ -38,7 +34,7 @@ def to_messages(turns: list[Turn]) -> list[dict[str, Any]]:
     return messages
 
 
-def turn_at(turns: list[Turn], message_index: int) -> int:
+def turn_at(turns: list[StoredTurn], message_index: int) -> int:
     """The turn that the chat window's message ``message_index`` belongs to."""
     for index in range(len(turns)):
         if message_index < len(to_messages(turns[: index + 1])):
@@ -46,7 +42,7 @@ def turn_at(turns: list[Turn], message_index: int) -> int:
     return len(turns) - 1
 
 
-def to_history_en(turns: list[Turn]) -> list[dict[str, str]]:
+def to_history_en(turns: list[StoredTurn]) -> list[dict[str, str]]:
     """What the model sees: the English side of every turn."""
     history: list[dict[str, str]] = []
     for turn in turns:
@@ -55,7 +51,7 @@ def to_history_en(turns: list[Turn]) -> list[dict[str, str]]:
     return history
 
 
-def notice_for(turns: list[Turn]) -> str:
+def notice_for(turns: list[StoredTurn]) -> str:
     """Says when the model no longer sees the start of the conversation."""
     dropped = turns[-1].get("history_dropped", 0) if turns else 0
     if not dropped:

@@ -1,4 +1,4 @@
-"""The tiny Llama of ``tests.tiny_models.build_causal`` as a GGUF file, for the llama.cpp paths."""
+"""The tiny Llama of ``serving.testing.tiny_models.build_causal`` as a GGUF file (llama.cpp)."""
 
 from __future__ import annotations
 

@@ -48,51 +48,45 @@ def _tokenizer(special: list[str]) -> PreTrainedTokenizerFast:
     )
 
 
+SPECIAL_IDS = ("bos", "eos", "pad")
+
+
+def _save(folder: Path, tokenizer, model_class: type, config_class: type, **sizes) -> Path:
+    """A model of random weights and ``sizes``, for ``tokenizer``, saved with it in ``folder``."""
+    ids = {f"{name}_token_id": getattr(tokenizer, f"{name}_token_id") for name in SPECIAL_IDS}
+    config = config_class(vocab_size=len(tokenizer), **ids, **sizes)
+    model_class(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 def build_causal(folder: Path, positions: int = 512) -> Path:
     """A two-layer Llama with a chat template (the chat and few-shot translation paths)."""
     torch.manual_seed(0)
     tokenizer = _tokenizer(["<pad>", "<s>", "</s>", "<|system|>", "<|user|>", "<|assistant|>"])
     tokenizer.chat_template = CHAT_TEMPLATE
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=positions,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    width = {"hidden_size": 32, "intermediate_size": 64, "max_position_embeddings": positions}
+    depth = {"num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 2}
+    return _save(folder, tokenizer, LlamaForCausalLM, LlamaConfig, **width, **depth)
 
 
 def build_seq2seq(folder: Path, positions: int = 64) -> Path:
     """A tiny Blenderbot with few positions, to exercise truncation (the real one has 128)."""
     torch.manual_seed(0)
     tokenizer = _tokenizer(["<pad>", "<s>", "</s>"])
-    config = BlenderbotConfig(
-        vocab_size=len(tokenizer),
+    each_side = {"layers": 1, "attention_heads": 2, "ffn_dim": 64}
+    sides = {f"{side}_{k}": v for side in ("encoder", "decoder") for k, v in each_side.items()}
+    return _save(
+        folder,
+        tokenizer,
+        BlenderbotForConditionalGeneration,
+        BlenderbotConfig,
         d_model=32,
-        encoder_layers=1,
-        decoder_layers=1,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
-        encoder_ffn_dim=64,
-        decoder_ffn_dim=64,
         max_position_embeddings=positions,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
         decoder_start_token_id=tokenizer.bos_token_id,
         forced_eos_token_id=None,
+        **sides,
     )
-    BlenderbotForConditionalGeneration(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 def tiny_config(
@@ -107,7 +101,7 @@ def tiny_config(
     ``engine``: what runs the causal models. llama.cpp (the offline profile's) gets the tiny
     Llama as a GGUF file; the seq2seq translator always runs on transformers.
     """
-    from tests.tiny_gguf import write_gguf
+    from serving.testing.tiny_gguf import write_gguf
 
     small = {"ray_actor_options": {"num_cpus": 0.1, "num_gpus": 0}}
     generation = {"max_new_tokens": 24, "min_new_tokens": 8}

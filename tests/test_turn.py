@@ -1,0 +1,318 @@
+"""The turn pipeline with models that run in the test's own process (no Ray, no Serve).
+
+The models are small scripted ones (``ScriptedModels``): each test says what they answer, and
+the pipeline's job (order, translation per sentence, English cache, stopping, failures) is what
+is checked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from serving.config import RouterSettings
+from serving.errors import GenerationError
+from serving.events import DeltaEvent, DoneEvent, PromptInfo, ReplyInfo, StartEvent
+from serving.protocol import ChatRequest, HistoryEntry
+from serving.turn import TurnPipeline, answered, within
+
+
+async def _stream(items: list[str], stall_after: int | None = None):
+    for index, item in enumerate(items):
+        if index == stall_after:
+            await asyncio.sleep(3600)  # a replica that died: nothing more, ever
+        yield item
+
+
+def test_a_stream_that_keeps_answering_passes_through_whole():
+    async def collect() -> list[str]:
+        return [item async for item in within(_stream(["a", "b", "c"]), 1)]
+
+    assert asyncio.run(collect()) == ["a", "b", "c"]
+
+
+def test_a_stream_that_goes_quiet_ends_the_turn_with_a_coded_error():
+    seen: list[str] = []
+
+    async def collect() -> None:
+        async def read() -> None:
+            async for item in within(_stream(["a", "b", "c"], stall_after=2), 0.2):
+                seen.append(item)
+
+        await asyncio.wait_for(read(), 10)  # without the guard: TimeoutError, not a hang
+
+    started = time.monotonic()
+    with pytest.raises(GenerationError, match="no answer for 0 s"):
+        asyncio.run(collect())
+    assert seen == ["a", "b"] and time.monotonic() - started < 5
+
+
+def test_a_call_that_never_answers_is_an_error_too():
+    with pytest.raises(GenerationError):
+        asyncio.run(answered(asyncio.sleep(3600), 0.1))
+    assert asyncio.run(answered(asyncio.sleep(0, result="fr"), 1)) == "fr"
+
+
+def test_a_turn_cancelled_while_waiting_leaves_no_step_behind():
+    loop_errors: list[dict] = []
+
+    async def scenario() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda _, ctx: loop_errors.append(ctx))
+        turn = asyncio.create_task(_drain(within(_stream(["a"], stall_after=0), 60)))
+        await asyncio.sleep(0.05)
+        turn.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await turn
+        await asyncio.sleep(0.05)
+
+    async def _drain(stream) -> None:
+        async for _ in stream:
+            pass
+
+    asyncio.run(scenario())
+    assert loop_errors == []
+
+
+# --- the pipeline ----------------------------------------------------------------------------
+
+FRENCH = {  # what the scripted translators know, both ways
+    "Bonjour, comment vas-tu ?": "Hello, how are you?",
+    "Je vais bien.": "I am fine.",
+    "Merci de demander !": "Thanks for asking!",
+    "Et toi ?": "And you?",
+}
+ENGLISH = {english: french for french, english in FRENCH.items()}
+
+
+class ScriptedStream:
+    """A model's streamed answer: ``items``, then (optionally) a failure or silence."""
+
+    def __init__(self, items: list, fail: Exception | None = None, stall: bool = False) -> None:
+        self.items, self.fail, self.stall = items, fail, stall
+        self.cancelled = False
+        self.sent = 0
+
+    async def _run(self):
+        for item in self.items:
+            self.sent += 1
+            yield item
+            await asyncio.sleep(0)
+        if self.stall:
+            await asyncio.Event().wait()
+        if self.fail is not None:
+            raise self.fail
+
+    def __aiter__(self):
+        return self._run()
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class ScriptedModels:
+    """``TurnModels`` in this process: a chat model that says ``reply`` in pieces, French known
+    from ``FRENCH``; every call is recorded."""
+
+    def __init__(self, reply: list[str], **chat_faults) -> None:
+        self.reply = reply
+        self.chat_faults = chat_faults
+        self.translator_fails = False
+        self.calls: list[tuple] = []
+        self.streams: list[ScriptedStream] = []
+
+    async def detect(self, text: str) -> str:
+        self.calls.append(("detect", text))
+        return "fr" if text in FRENCH else "en"
+
+    async def to_english(self, text: str) -> str:
+        self.calls.append(("to_english", text))
+        if self.translator_fails:
+            raise GenerationError("the translator failed")
+        return FRENCH[text]
+
+    def to_french(self, sentence: str) -> ScriptedStream:
+        self.calls.append(("to_french", sentence))
+        words = ENGLISH[sentence].split(" ")
+        stream = ScriptedStream([words[0]] + [" " + word for word in words[1:]])
+        self.streams.append(stream)
+        return stream
+
+    def chat(self, history: list[dict], message: str, options: dict | None) -> ScriptedStream:
+        self.calls.append(("chat", history, message, options))
+        items = [
+            PromptInfo(history_dropped=1, prompt_tokens=40),
+            *self.reply,
+            ReplyInfo(7, "length"),
+        ]
+        stream = ScriptedStream(items, **self.chat_faults)
+        self.streams.append(stream)
+        return stream
+
+
+class Recorder:
+    """``TurnObserver`` that keeps what it is told."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple] = []
+
+    def turn(self, language: str, api: str) -> None:
+        self.seen.append(("turn", language, api))
+
+    def first_text(self, seconds: float, language: str) -> None:
+        self.seen.append(("first_text", language))
+
+    def translated(self, seconds: float, direction: str) -> None:
+        self.seen.append(("translated", direction))
+
+    def generated(self, tokens: int) -> None:
+        self.seen.append(("generated", tokens))
+
+
+REPLY = [" I am", " fine.", " Thanks for", " asking!", " And you?"]
+
+
+def _pipeline(models: ScriptedModels, silence: float = 5) -> tuple[TurnPipeline, Recorder]:
+    recorder = Recorder()
+    settings = RouterSettings(model_silence_s=silence)
+    return TurnPipeline(models, settings, recorder), recorder
+
+
+def _turn(pipeline: TurnPipeline, message: str, history: list[dict] | None = None, **kw) -> list:
+    request = ChatRequest(message=message, history=history or [])
+
+    async def collect() -> list:
+        return [event async for event in pipeline.run(request, "websocket", **kw)]
+
+    return asyncio.run(collect())
+
+
+def test_an_english_turn_streams_the_model_s_pieces_and_ends_with_its_usage():
+    models = ScriptedModels(REPLY)
+    pipeline, recorder = _pipeline(models)
+    history = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
+    events = _turn(pipeline, "How are you?", history, options={"max_new_tokens": 9})
+
+    start, *deltas, done = events
+    assert start == StartEvent(language="en", message_en="How are you?", history_dropped=1)
+    assert [d.text for d in deltas] == ["I am", " fine.", " Thanks for", " asking!", " And you?"]
+    assert all(isinstance(d, DeltaEvent) and d.text_en is None for d in deltas)
+    assert isinstance(done, DoneEvent)
+    assert done.reply == done.reply_en == "I am fine. Thanks for asking! And you?"
+    assert done.usage.model_dump() == {
+        "prompt_tokens": 40,
+        "completion_tokens": 7,
+        "total_tokens": 47,
+    }
+    assert done.finish_reason == "length" and done.history_dropped == 1
+    assert models.calls == [
+        ("detect", "How are you?"),
+        ("chat", history, "How are you?", {"max_new_tokens": 9}),
+    ]
+    assert recorder.seen == [
+        ("turn", "en", "websocket"),
+        ("first_text", "en"),
+        ("generated", 7),
+    ]
+
+
+def test_a_french_turn_is_translated_each_way_one_closed_sentence_at_a_time():
+    models = ScriptedModels(REPLY)
+    pipeline, recorder = _pipeline(models)
+    start, *deltas, done = _turn(pipeline, "Bonjour, comment vas-tu ?")
+
+    assert start.language == "fr" and start.message_en == "Hello, how are you?"
+    chat_call = next(call for call in models.calls if call[0] == "chat")
+    assert chat_call[2] == "Hello, how are you?"  # the model reads English
+    # Each sentence is cut once, as it closes, and translated once, in order.
+    assert [call[1] for call in models.calls if call[0] == "to_french"] == [
+        "I am fine.",
+        "Thanks for asking!",
+        "And you?",
+    ]
+    assert done.reply == "Je vais bien. Merci de demander ! Et toi ?"
+    assert "".join(d.text for d in deltas) == done.reply
+    assert done.reply_en == "I am fine. Thanks for asking! And you?"
+    # The first piece of each sentence carries it in English: a stopped reply keeps its English.
+    assert [d.text_en for d in deltas if d.text_en] == [
+        "I am fine.",
+        " Thanks for asking!",
+        " And you?",
+    ]
+    assert ("translated", "fr-en") in recorder.seen
+    assert recorder.seen.count(("translated", "en-fr")) == 3
+
+
+def test_french_history_is_translated_once_and_a_turn_s_own_french_is_remembered():
+    models = ScriptedModels(REPLY)
+    pipeline, _ = _pipeline(models)
+    _turn(pipeline, "Bonjour, comment vas-tu ?")
+    models.calls.clear()
+
+    history = [
+        HistoryEntry(role="user", content="Bonjour, comment vas-tu ?"),
+        HistoryEntry(role="assistant", content="Je vais bien. Merci de demander ! Et toi ?"),
+        HistoryEntry(role="user", content="Merci de demander !"),
+    ]
+    english = asyncio.run(pipeline.history_in_english(history))
+    assert [entry.content for entry in english] == [
+        "Hello, how are you?",
+        "I am fine. Thanks for asking! And you?",
+        "Thanks for asking!",
+    ]
+    assert [entry.role for entry in english] == ["user", "assistant", "user"]
+    # The turn's own message and reply came from its cache; only the new entry was translated.
+    assert [call for call in models.calls if call[0] == "to_english"] == [
+        ("to_english", "Merci de demander !")
+    ]
+    models.calls.clear()
+    asyncio.run(pipeline.history_in_english(history))
+    assert [call for call in models.calls if call[0] == "to_english"] == []
+
+
+@pytest.mark.parametrize("message", ["How are you?", "Bonjour, comment vas-tu ?"])
+def test_a_client_that_leaves_mid_reply_stops_every_model_stream(message: str):
+    models = ScriptedModels(REPLY)
+    pipeline, _ = _pipeline(models)
+
+    async def leave_after_first_delta() -> tuple[list, list[bool]]:
+        events = pipeline.run(ChatRequest(message=message), "websocket")
+        seen = [await anext(events), await anext(events)]
+        await events.aclose()  # the client is gone: nothing more is read
+        return seen, [stream.cancelled for stream in models.streams]
+
+    (start, delta), cancelled = asyncio.run(leave_after_first_delta())
+    assert isinstance(start, StartEvent) and isinstance(delta, DeltaEvent)
+    chat = models.streams[0]
+    assert chat.sent < len(chat.items)  # the model was still writing
+    # At once, not when the loop ends: the chat model and the sentence being translated stop.
+    assert cancelled[0] and cancelled[-1], cancelled
+
+
+def test_a_translator_that_fails_ends_the_turn_with_its_error():
+    models = ScriptedModels(REPLY)
+    models.translator_fails = True
+    pipeline, _ = _pipeline(models)
+    with pytest.raises(GenerationError, match="the translator failed"):
+        _turn(pipeline, "Bonjour, comment vas-tu ?")
+    assert not any(call[0] == "chat" for call in models.calls)
+
+
+@pytest.mark.parametrize("message", ["How are you?", "Bonjour, comment vas-tu ?"])
+def test_a_chat_model_that_fails_mid_reply_ends_the_turn_and_is_stopped(message: str):
+    models = ScriptedModels(REPLY[:2], fail=GenerationError("the model failed"))
+    pipeline, _ = _pipeline(models)
+    with pytest.raises(GenerationError, match="the model failed"):
+        _turn(pipeline, message)
+    assert models.streams[0].cancelled
+
+
+def test_a_chat_model_that_goes_quiet_ends_the_turn_within_the_silence_bound():
+    models = ScriptedModels(REPLY[:2], stall=True)
+    pipeline, _ = _pipeline(models, silence=0.2)
+    started = time.monotonic()
+    with pytest.raises(GenerationError, match="no answer for 0 s"):
+        _turn(pipeline, "How are you?")
+    assert time.monotonic() - started < 5  # 0.2 s of silence, not the stall's forever
+    assert models.streams[0].cancelled
