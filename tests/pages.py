@@ -5,7 +5,7 @@ import time
 
 from ui.list_handlers import STORAGE_KEY
 
-TEST_SECRET = "test-secret"  # the tiny graphs' ui.storage_secret (tests/tiny_models.py)
+TEST_SECRET = "test-secret"  # the tiny graphs' ui.storage_secret (serving/testing/tiny_models.py)
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 LAUNCH_ARGS = [
@@ -28,15 +28,19 @@ RECORD_REPLY_LENGTHS = """() => {
 }"""
 
 
-def settled_text(page, locator, quiet_ms: int = 1500) -> str:
-    """The element's text once it has stopped changing (the turn is done and stored)."""
-    text, still = locator.inner_text(), 0
-    while still < quiet_ms:
-        page.wait_for_timeout(100)
-        now = locator.inner_text()
-        still = still + 100 if now == text else 0
-        text = now
-    return text.strip()
+REPLIES = (
+    "() => { const d = document.querySelector('#chatbot')?.dataset || {};"
+    " return [Number(d.started || 0), Number(d.ended || 0)]; }"
+)
+
+
+def settled_text(page, locator, timeout: float = 120_000) -> str:
+    """The element's text once every reply that the page started has ended (the page counts
+    them on the chat log, ``ui/page.py``), its turn stored."""
+    page.wait_for_function(
+        f"() => {{ const [s, e] = ({REPLIES})(); return e >= s; }}", timeout=timeout
+    )
+    return locator.inner_text().strip()
 
 
 def open_page(browser, url: str):
@@ -47,9 +51,12 @@ def open_page(browser, url: str):
 
 
 def send(page, message: str) -> None:
+    """Type ``message`` and press Enter; returns once the page has started its reply."""
+    started = page.evaluate(REPLIES)[0]
     box = page.locator("#message textarea")
     box.fill(message)
     box.press("Enter")
+    page.wait_for_function(f"() => ({REPLIES})()[0] > {started}", timeout=10_000)
 
 
 def button(page, label: str):
@@ -67,7 +74,7 @@ def listed(page) -> list[str]:
 
 def stored_titles(page, secret: str) -> list[str]:
     """The titles in the list that localStorage holds (sealed by the server with ``secret``)."""
-    from ui.conversations import unseal
+    from ui.conversation_files import unseal
 
     token = page.evaluate(f"() => localStorage.getItem('{STORAGE_KEY}')")
     return [c["title"] for c in unseal(token, secret)["conversations"]] if token else []

@@ -12,11 +12,12 @@ import secrets
 
 import gradio as gr
 
+from serving.events import StoredTurn
 from ui import share
 from ui.client import api_ready
 from ui.list_handlers import DOWNLOAD, PICK_FILE, READ_LIST, WRITE_LIST, ListHandlers
 from ui.turn_handlers import TurnHandlers
-from ui.turns import Turn, to_messages
+from ui.turns import to_messages
 
 EXAMPLES = [
     "What should I cook tonight with rice and vegetables?",
@@ -50,6 +51,21 @@ THEME = gr.themes.Default().set(
 )
 # Gradio's fold ("English original") nests a nameless arrow button inside its role=button
 # title: take the arrow out of focus and of the accessibility tree, and say whether it is open.
+# While a reply streams, the chat log says so (aria-busy, for screen readers), and it counts the
+# replies that started and ended (data-started/data-ended) so that a program can tell when the
+# page is done: Gradio shows nothing of a running event once its progress overlay is hidden.
+REPLY_STARTS = """() => {
+  const log = document.querySelector('#chatbot');
+  log.dataset.started = Number(log.dataset.started || 0) + 1;
+  log.setAttribute('aria-busy', 'true');
+}"""
+REPLY_ENDS = """() => {
+  const log = document.querySelector('#chatbot');
+  log.dataset.ended = Number(log.dataset.ended || 0) + 1;
+  if (Number(log.dataset.ended) >= Number(log.dataset.started)) {
+    log.setAttribute('aria-busy', 'false');
+  }
+}"""
 FOLD_JS = """() => {
   const fix = () => document.querySelectorAll('.thought-group .title').forEach((title) => {
     title.setAttribute('aria-expanded', title.classList.contains('expanded'));
@@ -60,7 +76,7 @@ FOLD_JS = """() => {
 }"""
 
 
-def share_link(turns: list[Turn] | None):
+def share_link(turns: list[StoredTurn] | None):
     """A link that carries the conversation itself (the page completes it with its own URL)."""
     if not turns:
         gr.Warning("There is nothing to share yet.")
@@ -175,11 +191,16 @@ def build_demo(
         quick = dict(api_name=False, concurrency_limit=None, show_progress="hidden")
         persisted = [sealed_list, choices, name, list_notice]
 
-        def then_persist(event) -> None:
+        def then_persist(event):
             """After anything that changes the list, the browser keeps a copy of it."""
-            event.then(lists.persist, library, persisted, **quick).then(
+            return event.then(lists.persist, library, persisted, **quick).then(
                 None, [sealed_list, list_notice], list_notice, js=WRITE_LIST, **quick
             )
+
+        def replying(trigger, handler, inputs) -> None:
+            """A turn's event: the chat log is busy from the trigger to the list's write."""
+            trigger(None, js=REPLY_STARTS, **quick)
+            then_persist(trigger(handler, inputs, **listed)).then(None, js=REPLY_ENDS, **quick)
 
         outputs = [chatbot, turns_state, box, notice]
         # concurrency_limit=None: Serve's max_ongoing/max_queued_requests do the backpressure.
@@ -190,11 +211,11 @@ def build_demo(
         # The page's own turns also update the list of conversations.
         listed = dict(outputs=[*outputs, choices], concurrency_limit=None, api_name=False)
         sent = [box, running, library, turns_state]
-        then_persist(send_button.click(turn.send, sent, **listed))
-        then_persist(box.submit(turn.send, sent, **listed))
+        replying(send_button.click, turn.send, sent)
+        replying(box.submit, turn.send, sent)
         again = [turns_state, running, library]
-        then_persist(chatbot.retry(turn.retry, again, **listed))
-        then_persist(chatbot.edit(turn.edit, again, **listed))
+        replying(chatbot.retry, turn.retry, again)
+        replying(chatbot.edit, turn.edit, again)
         # Stop, Undo and Clear halt the running turn rather than cancel its event: see
         # ui/turn_handlers.py.
         stop_button.click(turn.stop, running, None, **quick)
