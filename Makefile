@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
 ARGS   ?=
 
-.PHONY: run test bench screenshot lint format browser-deps a11y-deps clean
+.PHONY: run test bench eval screenshot lint format browser-deps a11y-deps clean
 
 $(VENV)/.app: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,13 @@ $(VENV)/.bench: $(VENV)/.app
 
 bench: $(VENV)/.bench  ## every layer against the model's own speed: make bench ARGS="--tiny"
 	$(PY) -m bench.run $(ARGS)
+
+$(VENV)/.eval: $(VENV)/.app
+	$(PIP) -e '.[eval]'
+	touch $@
+
+eval: $(VENV)/.eval  ## each language on the offline translator (chrF) and detector: make eval ARGS="--limit 10"
+	$(PY) eval/run.py $(ARGS)
 
 screenshot: $(VENV)/.test browser-deps  ## assets/screenshot.png and conversations.png, by the real-model browser test
 	SCREENSHOT_DIR=assets $(PY) -m pytest tests/test_offline_models.py -k page

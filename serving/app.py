@@ -62,7 +62,9 @@ def build_api(config: AppConfig) -> Application:
     def deployment(cls: type, name: str):
         return serve.deployment(cls, name=name).options(**settings[name].serve_options(gpu, name))
 
-    detector = deployment(LanguageDetector, "LanguageDetector").bind()
+    detector = deployment(LanguageDetector, "LanguageDetector").bind(
+        config.detector, config.languages
+    )
     fr_en = deployment(Translator, "TranslatorFrEn").bind(config.translate_fr_en)
     en_fr = deployment(Translator, "TranslatorEnFr").bind(config.translate_en_fr)
     chat = deployment(ChatModel, "ChatModel").bind(config.chat)
@@ -73,7 +75,7 @@ def build_api(config: AppConfig) -> Application:
 def build_ui(config: AppConfig) -> Application:
     options = deployment_settings(config)["ui"]["ChatUI"].serve_options(False, "ChatUI")
     ui = serve.deployment(ChatUI, name="ChatUI").options(**options)
-    return ui.bind(config.ui, config.api_url, access_token(config))
+    return ui.bind(config.ui, config.api_url, access_token(config), config.languages)
 
 
 def build_apps(config: AppConfig) -> list[ServeApp]:

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 
 from serving.errors import ConfigError
 from serving.model_config import (
@@ -19,6 +19,7 @@ from serving.model_config import (
 )
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
+TRANSLATED = ["fr"]  # the languages that the two translator deployments translate today
 
 
 class TranslationPrompt(StrictModel):
@@ -63,12 +64,45 @@ class ChatSettings(StrictModel):
     deployment: DeploymentSettings = Field(default_factory=DeploymentSettings)
 
 
+# Latin-script languages that a short message in a served one is most often taken for (and
+# the reverse): ~25 MB of memory each in the detector (README, "Languages").
+DETECTOR_KNOWN = ["ca", "cs", "da", "de", "es", "fi", "hu", "it", "nb", "nl", "pl", "pt", "ro"]
+DETECTOR_KNOWN += ["sv", "tr"]
+
+
 class DetectorSettings(StrictModel):
+    known: list[str] = Field(
+        default_factory=lambda: list(DETECTOR_KNOWN),
+        description=(
+            "ISO 639-1 codes the detector tells apart besides English and the served languages: "
+            "a message in one of them is answered in English, not taken for a served language."
+        ),
+    )
+
+    min_confidence: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description=(
+            "Below this confidence a message is too short or too mixed to tell, and is "
+            "answered in English (`make eval` measures what it does to short messages)."
+        ),
+    )
     deployment: DeploymentSettings = Field(
         default_factory=lambda: DeploymentSettings(
             ray_actor_options=ActorOptions(num_cpus=0.1), max_ongoing_requests=32
         )
     )
+
+    @field_validator("known")
+    @classmethod
+    def _lingua_knows(cls, codes: list[str]) -> list[str]:
+        from lingua import IsoCode639_1
+
+        unknown = [code for code in codes if not hasattr(IsoCode639_1, code.upper())]
+        if unknown:
+            raise ValueError(f"lingua knows no language {', '.join(unknown)} (ISO 639-1 codes)")
+        return codes
 
 
 class RouterSettings(StrictModel):
@@ -177,9 +211,34 @@ class AppConfig(StrictModel):
     router: RouterSettings = Field(default_factory=RouterSettings)
     detector: DetectorSettings = Field(default_factory=DetectorSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
+    languages: list[str] = Field(
+        default_factory=lambda: ["fr"],
+        description=(
+            "The user languages served besides English (the chat model's), ISO 639-1 codes; "
+            "each needs a file in serving/languages/ and a translator both ways."
+        ),
+    )
     translate_fr_en: TranslatorSettings
     translate_en_fr: TranslatorSettings
     chat: ChatSettings
+
+    @field_validator("languages")
+    @classmethod
+    def _served(cls, codes: list[str]) -> list[str]:
+        from serving.languages import known_languages
+
+        for code in codes:
+            if code not in known_languages():
+                raise ValueError(
+                    f"'{code}' is not a language this service knows (serving/languages/ has "
+                    f"{', '.join(known_languages())})"
+                )
+            if code not in TRANSLATED:
+                raise ValueError(
+                    f"'{code}' has no translator in this version: translate_fr_en and "
+                    f"translate_en_fr translate {', '.join(TRANSLATED)} only"
+                )
+        return codes
 
     @property
     def api_url(self) -> str:

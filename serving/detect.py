@@ -1,27 +1,67 @@
-"""LanguageDetector deployment: tells French from English with lingua (models ship in its wheel)."""
+"""LanguageDetector deployment: which language a message is in (lingua; models ship in its wheel).
+
+It knows more languages than the service speaks, so that a language the service does not
+serve is never taken for one it does: a German message is German, not "not English, so
+French". A message in a language that is not served, or too short or mixed to tell, is
+answered in English, and the detection says why.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Collection
 
-from lingua import Language, LanguageDetectorBuilder
+from lingua import IsoCode639_1, Language, LanguageDetectorBuilder
 
-Lang = Literal["en", "fr"]
+from serving.config import DetectorSettings
+from serving.events import Detection
+
+ENGLISH = "en"
+
+
+def _language(code: str) -> Language:
+    return Language.from_iso_code_639_1(getattr(IsoCode639_1, code.upper()))
+
+
+def language_name(code: str) -> str:
+    """The English name of ISO 639-1 ``code`` ("pl" -> "Polish"), or the code itself."""
+    try:
+        return _language(code).name.title()
+    except (AttributeError, ValueError):
+        return code or "This language"
 
 
 class LanguageDetector:
-    """Detects whether a message is French or English; anything undecided counts as English."""
+    """Tells the served languages, English and the ``detector.known`` languages apart."""
 
-    def __init__(self) -> None:
+    def __init__(self, settings: DetectorSettings, served: Collection[str] = ("fr",)) -> None:
+        self.served = frozenset(served)
+        self.min_confidence = settings.min_confidence
+        codes = sorted({ENGLISH, *settings.known, *self.served})
         self._lingua = (
-            LanguageDetectorBuilder.from_languages(Language.ENGLISH, Language.FRENCH)
+            LanguageDetectorBuilder.from_languages(*(_language(code) for code in codes))
             .with_preloaded_language_models()
             .build()
         )
 
-    def detect(self, text: str) -> Lang:
-        return "fr" if self._lingua.detect_language_of(text) == Language.FRENCH else "en"
+    def read(self, text: str) -> Detection:
+        values = self._lingua.compute_language_confidence_values(text)
+        if not values:
+            return Detection(ENGLISH, reason="unsure")
+        best = values[0]
+        code = best.language.iso_code_639_1.name.lower()
+        if code == ENGLISH:
+            return Detection(ENGLISH)
+        if best.value < self.min_confidence:
+            return Detection(ENGLISH, reason="unsure")  # a guess is not named
+        if code in self.served:
+            return Detection(code)
+        return Detection(ENGLISH, heard=code, reason="unserved")
+
+    def detect(self, text: str) -> str:
+        """The language the turn speaks (a served one, or English)."""
+        return self.read(text).language
 
     def check_health(self) -> None:
-        if self.detect("Bonjour, comment allez-vous aujourd'hui ?") != "fr":
+        found = self.read("Bonjour, comment allez-vous aujourd'hui ?")
+        if (found.heard or found.language) != "fr":
             raise RuntimeError("language detector gives wrong answers")

@@ -33,6 +33,10 @@ class StartEvent(_Event):
     language: str
     message_en: str
     history_dropped: int = 0  # oldest history messages that the model could not see
+    # Why a turn is in English although its message is not: "unserved" (``heard`` is a language
+    # this service does not speak) or "unsure" (too short or too mixed to tell).
+    heard: str | None = None
+    reason: Literal["unserved", "unsure"] | None = None
 
 
 class DeltaEvent(_Event):
@@ -101,6 +105,8 @@ class StoredTurn(TypedDict):
     language: str
     history_dropped: NotRequired[int]
     stopped: NotRequired[bool]  # the person stopped the reply: ``assistant`` is partial
+    heard: NotRequired[str | None]  # as on the start event: why the reply is in English
+    reason: NotRequired[str | None]
 
 
 def stored_turn(user: str, done: DoneEvent) -> StoredTurn:
@@ -112,6 +118,16 @@ def stored_turn(user: str, done: DoneEvent) -> StoredTurn:
         "language": done.language,
         "history_dropped": done.history_dropped,
     }
+
+
+@dataclass(frozen=True)
+class Detection:
+    """``language``: what the turn speaks (a served language, or English). ``heard``: the
+    language lingua read when it is another one; ``reason`` says why the turn is in English."""
+
+    language: str
+    heard: str | None = None
+    reason: Literal["unserved", "unsure"] | None = None
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ class ServeModels:
         self.chat_model = chat.options(stream=True)
 
     def detect(self, text: str) -> DeploymentResponse:
-        return self.detector.detect.remote(text)
+        return self.detector.read.remote(text)
 
     def to_english(self, text: str) -> DeploymentResponse:
         return self.fr_en.translate.remote(text)

@@ -16,7 +16,16 @@ from typing import Any, Protocol, TypeVar
 
 from serving.config import RouterSettings
 from serving.errors import GenerationError
-from serving.events import ChatItem, ChatReply, DeltaEvent, DoneEvent, Event, StartEvent, Usage
+from serving.events import (
+    ChatItem,
+    ChatReply,
+    DeltaEvent,
+    Detection,
+    DoneEvent,
+    Event,
+    StartEvent,
+    Usage,
+)
 from serving.protocol import ChatRequest, HistoryEntry
 from serving.sentences import SentenceBuffer, separator_after
 
@@ -36,8 +45,8 @@ class Stream(Protocol[T]):
 
 
 class TurnModels(Protocol):
-    async def detect(self, text: str) -> str:
-        """``"fr"`` or ``"en"``."""
+    async def detect(self, text: str) -> Detection:
+        """The language the turn speaks (a served one, or English), and why when English."""
 
     async def to_english(self, text: str) -> str:
         """A French text in English, whole."""
@@ -129,7 +138,8 @@ class TurnPipeline:
         """
         started = time.monotonic()
         silence = self.settings.model_silence_s
-        language = await answered(self.models.detect(request.message), silence)
+        detection: Detection = await answered(self.models.detect(request.message), silence)
+        language = detection.language
         self.observer.turn(language, api)
         message_en = request.message
         if language == "fr":
@@ -143,7 +153,11 @@ class TurnPipeline:
         try:
             prompt = await reply.prompt()
             yield StartEvent(
-                language=language, message_en=message_en, history_dropped=prompt.history_dropped
+                language=language,
+                message_en=message_en,
+                history_dropped=prompt.history_dropped,
+                heard=detection.heard,
+                reason=detection.reason,
             )
             relay = self._relay if language == "en" else self._to_french
             async with aclosing(relay(reply.texts(), reply_en)) as deltas:
@@ -195,7 +209,7 @@ class TurnPipeline:
         """A history entry in English: known already, detected English, or translated."""
         if (known := self._english.get(text)) is not None:
             return known
-        if not text.strip() or await self.models.detect(text) != "fr":
+        if not text.strip() or (await self.models.detect(text)).language != "fr":
             return text
         english = await self.models.to_english(text)
         self._remember(text, english)

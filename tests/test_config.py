@@ -76,3 +76,16 @@ def test_serve_config_builders_take_the_yaml_args():
         config = _config(application["args"])
         assert config.profile == "offline"
     assert _config({"profile": "seed", "port": 8123}).api_url == "ws://127.0.0.1:8123/api/chat"
+
+
+def test_languages_are_checked_against_the_language_files_and_the_translators():
+    assert load_config().languages == ["fr"]
+    assert load_config(overrides={"languages": []}).languages == []  # English only
+    with pytest.raises(ConfigError, match="languages: .*'xx' is not a language this service"):
+        load_config(overrides={"languages": ["fr", "xx"]})
+    with pytest.raises(ConfigError, match="languages: .*'es' has no translator"):
+        load_config(overrides={"languages": ["es"]})
+    with pytest.raises(ConfigError, match="detector.known: .*no language zz"):
+        load_config(overrides={"detector": {"known": ["de", "zz"]}})
+    with pytest.raises(ConfigError, match="detector.min_confidence"):
+        load_config(overrides={"detector": {"min_confidence": 2}})

@@ -1,26 +1,44 @@
 import pytest
 
+from serving.config import DetectorSettings
 from serving.detect import LanguageDetector
+from serving.events import Detection
 
 
 @pytest.fixture(scope="module")
 def detector() -> LanguageDetector:
-    return LanguageDetector()
+    return LanguageDetector(DetectorSettings(), served=["fr"])
 
 
 @pytest.mark.parametrize(
-    ("text", "language"),
+    ("text", "detection"),
     [
-        ("Bonjour, comment ça va ?", "fr"),
-        ("Quel temps fait-il à Paris aujourd'hui ?", "fr"),
-        ("merci", "fr"),
-        ("Hello, how are you?", "en"),
-        ("What is the capital of France?", "en"),
-        ("👍", "en"),  # undecidable text counts as English
+        ("Bonjour, comment ça va ?", Detection("fr")),
+        ("Quel temps fait-il à Paris aujourd'hui ?", Detection("fr")),
+        ("merci beaucoup", Detection("fr")),
+        ("Hello, how are you?", Detection("en")),
+        ("What is the capital of France?", Detection("en")),
+        # Languages the service does not speak are named, and answered in English: never taken
+        # for French because they are not English.
+        ("Wie geht es dir heute?", Detection("en", heard="de", reason="unserved")),
+        ("¿Qué puedo cocinar con arroz?", Detection("en", heard="es", reason="unserved")),
+        ("Come posso dormire meglio?", Detection("en", heard="it", reason="unserved")),
+        # Too short to tell (below detector.min_confidence): English, and no guess named.
+        ("merci", Detection("en", reason="unsure")),
+        ("👍", Detection("en", reason="unsure")),
     ],
 )
-def test_detects_french_and_english(detector: LanguageDetector, text: str, language: str):
-    assert detector.detect(text) == language
+def test_reads_served_english_unserved_and_unsure_messages(
+    detector: LanguageDetector, text: str, detection: Detection
+):
+    assert detector.read(text) == detection
+    assert detector.detect(text) == detection.language
+
+
+def test_a_served_language_is_a_setting():
+    spanish = LanguageDetector(DetectorSettings(known=["de"]), served=["fr", "es"])
+    assert spanish.read("¿Qué puedo cocinar con arroz?") == Detection("es")
+    assert spanish.read("Wie geht es dir heute?") == Detection("en", heard="de", reason="unserved")
 
 
 def test_health_check_passes(detector: LanguageDetector):

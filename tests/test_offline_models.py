@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from serving.config import load_config
+from serving.config import DetectorSettings, load_config
 from serving.detect import LanguageDetector
 from serving.events import DeltaEvent, DoneEvent
 from tests.pages import bots, open_page, send, settled_text, wait_for_list
@@ -40,7 +40,7 @@ async def _turn(url: str, message: str) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def lingua() -> LanguageDetector:
-    return LanguageDetector()
+    return LanguageDetector(DetectorSettings())
 
 
 def test_english_message_gets_an_english_reply(offline_api: str, lingua: LanguageDetector):

@@ -14,7 +14,7 @@ import pytest
 
 from serving.config import RouterSettings
 from serving.errors import GenerationError
-from serving.events import DeltaEvent, DoneEvent, PromptInfo, ReplyInfo, StartEvent
+from serving.events import DeltaEvent, Detection, DoneEvent, PromptInfo, ReplyInfo, StartEvent
 from serving.protocol import ChatRequest, HistoryEntry
 from serving.turn import TurnPipeline, answered, within
 
@@ -84,6 +84,7 @@ FRENCH = {  # what the scripted translators know, both ways
     "Et toi ?": "And you?",
 }
 ENGLISH = {english: french for french, english in FRENCH.items()}
+GERMAN = {"Wie geht es dir heute?"}
 
 
 class ScriptedStream:
@@ -122,9 +123,13 @@ class ScriptedModels:
         self.calls: list[tuple] = []
         self.streams: list[ScriptedStream] = []
 
-    async def detect(self, text: str) -> str:
+    async def detect(self, text: str) -> Detection:
         self.calls.append(("detect", text))
-        return "fr" if text in FRENCH else "en"
+        if text in FRENCH:
+            return Detection("fr")
+        if text in GERMAN:  # a language this service does not speak
+            return Detection("en", heard="de", reason="unserved")
+        return Detection("en")
 
     async def to_english(self, text: str) -> str:
         self.calls.append(("to_english", text))
@@ -316,3 +321,14 @@ def test_a_chat_model_that_goes_quiet_ends_the_turn_within_the_silence_bound():
         _turn(pipeline, "How are you?")
     assert time.monotonic() - started < 5  # 0.2 s of silence, not the stall's forever
     assert models.streams[0].cancelled
+
+
+def test_a_language_the_service_does_not_speak_is_answered_in_english_and_says_why():
+    models = ScriptedModels(REPLY)
+    pipeline, recorder = _pipeline(models)
+    start, *deltas, done = _turn(pipeline, "Wie geht es dir heute?")
+    assert start.language == "en" and start.heard == "de" and start.reason == "unserved"
+    assert start.message_en == "Wie geht es dir heute?"  # not sent to the French translator
+    assert not any(call[0] in ("to_english", "to_french") for call in models.calls)
+    assert done.language == "en" and done.reply == "I am fine. Thanks for asking! And you?"
+    assert ("turn", "en", "websocket") in recorder.seen

@@ -11,7 +11,7 @@ from serving.pacing import paced
 from tests.support import FRENCH_TURN as FRENCH
 from tests.support import api_ws_url
 from ui.client import api_ready, health_url
-from ui.page import build_demo
+from ui.page import ENGLISH_EXAMPLES, build_demo, spoken
 from ui.reply_stream import Halt, join_deltas, until_halted
 from ui.share import MAX_LINK_CHARS, ShareError, decode, encode, token_in
 from ui.turns import ENGLISH_ORIGINAL, notice_for, to_history_en, to_messages, turn_at
@@ -53,6 +53,9 @@ def test_a_stopped_reply_is_marked_and_trimming_is_announced():
     assert to_messages([stopped])[1]["content"].endswith("*(stopped)*")
     assert "first 6 messages" in notice_for([FRENCH, stopped])
     assert notice_for([FRENCH]) == "" and notice_for([]) == ""
+    german = {**FRENCH, "language": "en", "heard": "de", "reason": "unserved"}
+    assert "German is not one of the languages" in notice_for([german])
+    assert "too short" in notice_for([{**german, "heard": None, "reason": "unsure"}])
 
 
 def test_a_halt_ends_a_waiting_stream_at_once_and_closes_it():
@@ -114,6 +117,14 @@ def test_an_unhalted_stream_is_passed_through_whole():
         return [event.text async for event in until_halted(stream(), Halt())]
 
     assert asyncio.run(scenario()) == ["a", "b", "c"]
+
+
+def test_the_page_names_the_languages_that_the_config_serves():
+    headline, placeholder, examples = spoken(["fr", "es"])
+    assert headline == "Chat in English, French or Spanish: replies come in your language."
+    assert placeholder == "Écrivez en français · Escribe en español or write in English…"
+    assert "¿Qué puedo cocinar con arroz y verduras?" in examples
+    assert spoken([]) == ("Chat in English.", "Write in English…", ENGLISH_EXAMPLES)
 
 
 def test_page_builds_without_serve():

@@ -13,18 +13,32 @@ import secrets
 import gradio as gr
 
 from serving.events import StoredTurn
+from serving.languages import language
 from ui import share
 from ui.client import api_ready
 from ui.list_handlers import DOWNLOAD, PICK_FILE, READ_LIST, WRITE_LIST, ListHandlers
 from ui.turn_handlers import TurnHandlers
 from ui.turns import to_messages
 
-EXAMPLES = [
+ENGLISH_EXAMPLES = [
     "What should I cook tonight with rice and vegetables?",
-    "Quel est le meilleur moment pour visiter Paris ?",
     "Give me three tips to sleep better.",
-    "Peux-tu me conseiller un bon livre ?",
 ]
+
+
+def spoken(languages: list[str]) -> tuple[str, str, list[str]]:
+    """What the page says of the languages it speaks (English and ``languages``, from their
+    files in serving/languages/): the headline, the text box's placeholder, the examples."""
+    specs = [language(code) for code in languages]
+    names = " or ".join(["English", *(spec.name for spec in specs)][-2:])
+    names = ", ".join(["English", *(spec.name for spec in specs)][:-2] + [names])
+    if not specs:
+        return "Chat in English.", "Write in English…", list(ENGLISH_EXAMPLES)
+    headline = f"Chat in {names}: replies come in your language."
+    placeholder = " · ".join(spec.greeting for spec in specs) + " or write in English…"
+    examples = [example for spec in specs for example in spec.examples_for_page]
+    return headline, placeholder, ENGLISH_EXAMPLES + examples
+
 
 LOADING = (
     "⏳ **Loading the models.** You can type already: replies start once they are ready "
@@ -108,8 +122,11 @@ def build_demo(
     storage_secret: str | None = None,
     api_token: str | None = None,
     storage_bytes: int = DEFAULT_STORAGE_BYTES,
+    languages: list[str] | None = None,
 ) -> gr.Blocks:
-    """``storage_bytes``: the budget of the list of conversations in the browser's storage."""
+    """``storage_bytes``: the budget of the list of conversations in the browser's storage;
+    ``languages``: the ones it speaks besides English (default French)."""
+    headline, placeholder, examples = spoken(["fr"] if languages is None else languages)
     turn = TurnHandlers(api_url, api_token)
     storage_secret = storage_secret or secrets.token_urlsafe(32)
     lists = ListHandlers(storage_bytes, storage_secret)
@@ -121,7 +138,7 @@ def build_demo(
         return LOADING, gr.skip()
 
     with gr.Blocks(title=title, fill_height=True) as demo:
-        gr.Markdown(f"# {title}\nChat in English or French: replies come in your language.")
+        gr.Markdown(f"# {title}\n{headline}")
         status = gr.Markdown("", elem_id="status")
         turns_state = gr.BrowserState([], storage_key="polyglot-chat-turns", secret=storage_secret)
         sealed_list = gr.Textbox(visible=False)  # the list, sealed, on its way to localStorage
@@ -166,7 +183,7 @@ def build_demo(
                 notice = gr.Markdown("", elem_id="notice")
                 with gr.Row():
                     box = gr.Textbox(
-                        placeholder="Écrivez en français or write in English…",
+                        placeholder=placeholder,
                         show_label=False,
                         scale=6,
                         elem_id="message",
@@ -184,7 +201,7 @@ def build_demo(
                     buttons=["copy"],
                     elem_id="share-link",
                 )
-                gr.Examples(EXAMPLES, inputs=box, label="Try")
+                gr.Examples(examples, inputs=box, label="Try")
 
         # Instant events draw no progress overlay: over an empty output it is an unnamed,
         # scrollable region to a screen reader.

@@ -30,10 +30,17 @@ def password_check(token: str):
 class ChatUI:
     """Builds the page inside the replica: Gradio objects do not pickle."""
 
-    def __init__(self, settings: UISettings, api_url: str, token: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: UISettings,
+        api_url: str,
+        token: str | None = None,
+        languages: list[str] | None = None,
+    ) -> None:
         self.settings = settings
         self.api_url = api_url
         self.token = token  # the page's password, and what it shows the API
+        self.languages = ["fr"] if languages is None else languages  # besides English
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         demo = build_demo(
@@ -42,6 +49,7 @@ class ChatUI:
             storage_secret(self.settings),
             self.token,
             storage_bytes=self.settings.browser_storage_kib * 1024,
+            languages=self.languages,
         )
         login = {}
         if self.token:

@@ -94,6 +94,8 @@ class TurnHandlers:
                         user_en=event.message_en,
                         language=event.language,
                         history_dropped=event.history_dropped,
+                        heard=event.heard,
+                        reason=event.reason,
                     )
                     yield shown, gr.skip(), gr.skip(), notice_for([pending])
                 elif isinstance(event, DeltaEvent):
@@ -104,7 +106,8 @@ class TurnHandlers:
                     shown[-1] = {"role": "assistant", "content": pending["assistant"]}
                     yield (shown, *UNCHANGED[1:]) if on_screen() else UNCHANGED
                 elif isinstance(event, DoneEvent):
-                    yield commit([*turns, stored_turn(message, event)], box_after)
+                    said = {"heard": pending.get("heard"), "reason": pending.get("reason")}
+                    yield commit([*turns, {**stored_turn(message, event), **said}], box_after)
                     return
             if not halt.keep:  # Undo, Clear or Delete: their own result stands
                 return

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from serving.detect import language_name
 from serving.events import StoredTurn
 
 ENGLISH_ORIGINAL = "English original"
@@ -52,14 +53,27 @@ def to_history_en(turns: list[StoredTurn]) -> list[dict[str, str]]:
 
 
 def notice_for(turns: list[StoredTurn]) -> str:
-    """Says when the model no longer sees the start of the conversation."""
-    dropped = turns[-1].get("history_dropped", 0) if turns else 0
-    if not dropped:
-        return ""
-    return (
-        f"ℹ️ This conversation is longer than the model can read: its first {dropped} messages "
-        "are no longer in the model's view. Start a new conversation to start afresh."
-    )
+    """Says why the last reply is in English when its message was not, and when the model no
+    longer sees the start of the conversation."""
+    last = turns[-1] if turns else {}
+    notes = []
+    if last.get("reason") == "unserved":
+        notes.append(
+            f"ℹ️ {language_name(last.get('heard') or '')} is not one of the languages this "
+            "service speaks, so the reply is in English."
+        )
+    elif last.get("reason") == "unsure":
+        notes.append(
+            "ℹ️ This message is too short or too mixed to tell its language, so the reply is "
+            "in English."
+        )
+    if dropped := last.get("history_dropped", 0):
+        notes.append(
+            f"ℹ️ This conversation is longer than the model can read: its first {dropped} "
+            "messages are no longer in the model's view. Start a new conversation to start "
+            "afresh."
+        )
+    return "\n\n".join(notes)
 
 
 def message_text(value: Any) -> str:

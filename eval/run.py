@@ -1,0 +1,188 @@
+"""`make eval`: how well the offline translator handles each language, and how well the detector
+tells short messages apart.
+
+For each language in serving/languages/ it translates the 40 pairs of eval/pairs/<code>.tsv
+both ways with the offline profile's translator (Gemma 3 270M on llama.cpp, prompted with the
+language's own few-shot examples, as the service prompts it) and reports:
+- chrF (sacrebleu) of X->English and English->X against the references;
+- the share of English->X outputs that lingua reads as X (a reply in the user's language);
+- the service's detector on short messages: the first 1, 2 and 3 words of each sentence, and
+  the whole sentence (which min_confidence sends to English, which it takes for another).
+
+A language qualifies for the offline profile when its X->English chrF is within 10 points of
+French's and at least 95 % of its English->X outputs come back in it. Writes eval/results.json
+and eval/results.md (the README's table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE.parent))
+
+from serving.config import TranslationPrompt, TranslatorSettings, load_config  # noqa: E402
+from serving.detect import LanguageDetector  # noqa: E402
+from serving.engine import Sampling, load_engine  # noqa: E402
+from serving.languages import known_languages, language  # noqa: E402
+from serving.translate import Translator  # noqa: E402
+
+CHRF_MARGIN = 10  # points of X->English chrF below French's that a language may be
+IN_LANGUAGE_SHARE = 0.95  # of English->X outputs that must come back in X
+PREFIXES = (1, 2, 3, None)  # words of a message the detector is given (None: all)
+
+
+def read_pairs(code: str, limit: int | None) -> list[tuple[str, str]]:
+    lines = (HERE / "pairs" / f"{code}.tsv").read_text(encoding="utf-8").splitlines()[1:]
+    pairs = [tuple(line.split("\t")) for line in lines if line.strip()]
+    return pairs[:limit] if limit else pairs
+
+
+async def translate_all(translator: Translator, texts: list[str], at_once: int) -> list[str]:
+    gate = asyncio.Semaphore(at_once)
+
+    async def one(text: str) -> str:
+        async with gate:
+            return await translator.translate(text)
+
+    return await asyncio.gather(*(one(text) for text in texts))
+
+
+def detection(detector: LanguageDetector, code: str, sources: list[str]) -> dict:
+    """The service's detector (every language with a file served, ``detector`` settings as
+    configured) on the first 1, 2 and 3 words of each sentence and on the whole sentence: how
+    often it reads the language, takes it for another one, or sends it to English (unsure)."""
+    rows = {}
+    for words in PREFIXES:
+        found = [
+            detector.read(" ".join(source.split()[:words]) if words else source)
+            for source in sources
+        ]
+        right = sum(d.language == code for d in found)
+        english = sum(d.reason == "unsure" or (d.language == "en" and not d.heard) for d in found)
+        rows["all" if words is None else f"{words}w"] = {
+            "read": right / len(found),
+            "misdetected": (len(found) - right - english) / len(found),
+            "to_english": english / len(found),
+        }
+    return rows
+
+
+async def evaluate(args: argparse.Namespace) -> dict:
+    import sacrebleu
+    from lingua import LanguageDetectorBuilder
+
+    config = load_config("offline")
+    spec = config.translate_fr_en.model
+    generation = config.translate_fr_en.generation
+    batching = config.translate_fr_en.batching
+    started = time.monotonic()
+    engine = load_engine(spec, batching, Sampling.of(generation))
+    print(f"translator: {spec.source} on {engine.name} ({time.monotonic() - started:.0f} s)")
+    judge = LanguageDetectorBuilder.from_all_languages().with_preloaded_language_models().build()
+    detector = LanguageDetector(config.detector, served=known_languages())
+
+    def translator(source: str, target: str, examples) -> Translator:
+        prompt = TranslationPrompt(source_name=source, target_name=target, examples=examples)
+        settings = TranslatorSettings(model=spec, prompt=prompt, generation=generation)
+        return Translator(settings, engine=lambda *_: engine)
+
+    results = {}
+    for code in args.languages:
+        spec_ = language(code)
+        pairs = read_pairs(code, args.limit)
+        sources, english = [p[0] for p in pairs], [p[1] for p in pairs]
+        clock = time.monotonic()
+        to_en = translator(spec_.name, "English", spec_.to_english_examples)
+        from_en = translator("English", spec_.name, spec_.from_english_examples)
+        hyp_en = await translate_all(to_en, sources, args.at_once)
+        hyp_xx = await translate_all(from_en, english, args.at_once)
+        read_as = [judge.detect_language_of(text) for text in hyp_xx]
+        in_language = [
+            found is not None and found.iso_code_639_1.name.lower() == code for found in read_as
+        ]
+        results[code] = {
+            "name": spec_.name,
+            "pairs": len(pairs),
+            "chrf_to_english": round(sacrebleu.corpus_chrf(hyp_en, [english]).score, 1),
+            "chrf_from_english": round(sacrebleu.corpus_chrf(hyp_xx, [sources]).score, 1),
+            "in_language": round(statistics.fmean(in_language), 3),
+            "seconds": round(time.monotonic() - clock, 1),
+            "detector": detection(detector, code, sources),
+            "samples": [
+                {"source": s, "to_english": e, "english": r, "from_english": x}
+                for s, e, r, x in list(zip(sources, hyp_en, english, hyp_xx, strict=True))[:3]
+            ],
+        }
+        row = results[code]
+        print(
+            f"{code}: chrF {row['chrf_to_english']} -> en, {row['chrf_from_english']} <- en, "
+            f"{row['in_language']:.0%} in {spec_.name} ({row['seconds']} s)",
+            flush=True,
+        )
+    french = results.get("fr", {}).get("chrf_to_english")
+    for row in results.values():
+        reasons = []
+        if french is not None and row["chrf_to_english"] < french - CHRF_MARGIN:
+            reasons.append(f"X->English chrF {row['chrf_to_english']} < French's {french} - 10")
+        if row["in_language"] < IN_LANGUAGE_SHARE:
+            reasons.append(f"{row['in_language']:.0%} of replies in {row['name']} (< 95 %)")
+        row["qualifies"] = french is not None and not reasons
+        row["misses"] = reasons
+    return {
+        "translator": spec.source,
+        "rules": {"chrf_margin": CHRF_MARGIN, "in_language_share": IN_LANGUAGE_SHARE},
+        "languages": results,
+    }
+
+
+def table(report: dict) -> str:
+    lines = [
+        "| language | X→English chrF | English→X chrF | replies in X | offline | why not |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for code, row in report["languages"].items():
+        lines.append(
+            f"| {row['name']} ({code}) | {row['chrf_to_english']} | {row['chrf_from_english']} "
+            f"| {row['in_language']:.0%} | {'yes' if row['qualifies'] else 'no'} "
+            f"| {'; '.join(row['misses'])} |"
+        )
+    lines += [
+        "",
+        "The detector with every language above served (`detector` settings as configured): "
+        "share of messages of 1, 2, 3 words and whole sentences that it reads right, takes "
+        "for another language, or answers in English as too short to tell.",
+        "",
+        "| language | 1 word | 2 words | 3 words | sentence |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for code, row in report["languages"].items():
+        cells = [
+            f"{found['read']:.0%} / {found['misdetected']:.0%} / {found['to_english']:.0%}"
+            for found in row["detector"].values()
+        ]
+        lines.append(f"| {code} | {' | '.join(cells)} |")
+    lines += ["", "(read / taken for another / to English)"]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--languages", nargs="+", default=known_languages())
+    parser.add_argument("--limit", type=int, help="pairs per language (default: all)")
+    parser.add_argument("--at-once", type=int, default=4, help="translations in flight")
+    args = parser.parse_args()
+    report = asyncio.run(evaluate(args))
+    (HERE / "results.json").write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n")
+    (HERE / "results.md").write_text(table(report))
+    print(table(report))
+
+
+if __name__ == "__main__":
+    main()
