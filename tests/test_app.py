@@ -315,6 +315,7 @@ def test_a_replica_whose_model_goes_bad_is_replaced(serve_instance: int, tiny_ca
 
 def test_a_deployment_gets_its_own_runtime_env_from_config(tiny_app: str):
     """ray_actor_options.runtime_env reaches that deployment's replicas and no other."""
+    from serving.config import DetectorSettings
     from serving.detect import LanguageDetector
     from serving.model_config import DeploymentSettings
 
@@ -328,7 +329,7 @@ def test_a_deployment_gets_its_own_runtime_env_from_config(tiny_app: str):
     )
     options = settings.serve_options(False, "LanguageDetector")
     deployment = serve.deployment(LanguageDetector, name="LanguageDetector").options(**options)
-    handle = serve.run(deployment.bind(), name="renv", route_prefix=None)
+    handle = serve.run(deployment.bind(DetectorSettings()), name="renv", route_prefix=None)
 
     def environment(app: str) -> str | None:
         (name,) = replica_names(app, "LanguageDetector")
