@@ -14,6 +14,7 @@ from lingua import IsoCode639_1, Language, LanguageDetectorBuilder
 
 from serving.config import DetectorSettings
 from serving.events import Detection
+from serving.languages import language
 
 ENGLISH = "en"
 
@@ -62,6 +63,10 @@ class LanguageDetector:
         return self.read(text).language
 
     def check_health(self) -> None:
-        found = self.read("Bonjour, comment allez-vous aujourd'hui ?")
-        if (found.heard or found.language) != "fr":
-            raise RuntimeError("language detector gives wrong answers")
+        """English and each served language's longest example must read as themselves."""
+        samples = {ENGLISH: "Hello, could you tell me how to get to the station, please?"}
+        for code in self.served:
+            samples[code] = max((own for own, _ in language(code).examples), key=len)
+        for code, text in samples.items():
+            if (found := self.read(text).language) != code:
+                raise RuntimeError(f"language detector reads {code} as {found}")

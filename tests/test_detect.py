@@ -41,5 +41,10 @@ def test_a_served_language_is_a_setting():
     assert spanish.read("Wie geht es dir heute?") == Detection("en", heard="de", reason="unserved")
 
 
-def test_health_check_passes(detector: LanguageDetector):
+def test_health_check_passes_for_any_served_set(detector: LanguageDetector):
     detector.check_health()
+    LanguageDetector(DetectorSettings(), served=[]).check_health()  # English only
+    LanguageDetector(DetectorSettings(known=[]), served=["es", "pt"]).check_health()
+    deaf = LanguageDetector(DetectorSettings(min_confidence=1.0), served=["fr"])  # reads no French
+    with pytest.raises(RuntimeError, match="reads fr as en"):
+        deaf.check_health()
