@@ -75,7 +75,7 @@ class DetectorSettings(StrictModel):
         default_factory=lambda: list(DETECTOR_KNOWN),
         description=(
             "ISO 639-1 codes the detector tells apart besides English and the served languages: "
-            "a message in one of them is answered in English, not taken for a served language."
+            "a message in one of them is read as English, not taken for a served language."
         ),
     )
 
@@ -85,7 +85,7 @@ class DetectorSettings(StrictModel):
         le=1,
         description=(
             "Below this confidence a message is too short or too mixed to tell, and is "
-            "answered in English (`make eval` measures what it does to short messages)."
+            "read as English (`make eval` measures what it does to short messages)."
         ),
     )
     deployment: DeploymentSettings = Field(

@@ -3,7 +3,7 @@
 It knows more languages than the service speaks, so that a language the service does not
 serve is never taken for one it does: a German message is German, not "not English, so
 French". A message in a language that is not served, or too short or mixed to tell, is
-answered in English, and the detection says why.
+read as English (not translated), and the detection says why.
 """
 
 from __future__ import annotations

@@ -33,8 +33,8 @@ class StartEvent(_Event):
     language: str
     message_en: str
     history_dropped: int = 0  # oldest history messages that the model could not see
-    # Why a turn is in English although its message is not: "unserved" (``heard`` is a language
-    # this service does not speak) or "unsure" (too short or too mixed to tell).
+    # Why a message was read as English although it is not: "unserved" (``heard`` is a
+    # language this service does not speak) or "unsure" (too short or too mixed to tell).
     heard: str | None = None
     reason: Literal["unserved", "unsure"] | None = None
 
@@ -105,7 +105,7 @@ class StoredTurn(TypedDict):
     language: str
     history_dropped: NotRequired[int]
     stopped: NotRequired[bool]  # the person stopped the reply: ``assistant`` is partial
-    heard: NotRequired[str | None]  # as on the start event: why the reply is in English
+    heard: NotRequired[str | None]  # as on the start event: why it was read as English
     reason: NotRequired[str | None]
 
 

@@ -18,7 +18,7 @@ def detector() -> LanguageDetector:
         ("merci beaucoup", Detection("fr")),
         ("Hello, how are you?", Detection("en")),
         ("What is the capital of France?", Detection("en")),
-        # Languages the service does not speak are named, and answered in English: never taken
+        # Languages the service does not speak are named, and read as English: never taken
         # for French because they are not English.
         ("Wie geht es dir heute?", Detection("en", heard="de", reason="unserved")),
         ("¿Qué puedo cocinar con arroz?", Detection("en", heard="es", reason="unserved")),

@@ -53,19 +53,20 @@ def to_history_en(turns: list[StoredTurn]) -> list[dict[str, str]]:
 
 
 def notice_for(turns: list[StoredTurn]) -> str:
-    """Says why the last reply is in English when its message was not, and when the model no
-    longer sees the start of the conversation."""
+    """Says when the last message was read as English although it was not (a language not
+    served, or too short to tell), and when the model no longer sees the conversation's start."""
     last = turns[-1] if turns else {}
     notes = []
     if last.get("reason") == "unserved":
         notes.append(
             f"ℹ️ {language_name(last.get('heard') or '')} is not one of the languages this "
-            "service speaks, so the reply is in English."
+            "service speaks: your message went to the English chat model untranslated, so "
+            "the reply may be poor or in another language."
         )
     elif last.get("reason") == "unsure":
         notes.append(
-            "ℹ️ This message is too short or too mixed to tell its language, so the reply is "
-            "in English."
+            "ℹ️ This message is too short or too mixed to tell its language, so it was read "
+            "as English."
         )
     if dropped := last.get("history_dropped", 0):
         notes.append(
