@@ -85,7 +85,12 @@ def test_the_page_on_the_real_models_in_both_languages(
     wait_for_list(page, ["Give me three tips to sleep better."], secret=None)  # the turn is done
     page.locator("#chatbot").get_by_text("English original").click()  # open the fold
     page.locator("#chatbot .thought-group .title[aria-expanded='true']").wait_for(timeout=10_000)
-    page.locator("#chatbot").get_by_text("You:").wait_for(timeout=10_000)
+    # Gradio slides the fold open: "You:" exists at once, inside a box still 0 px high.
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#chatbot .thought-group .content')]"
+        ".some((box) => box.getBoundingClientRect().height > 40)",
+        timeout=10_000,
+    )
     page.locator("#chatbot").get_by_text("Assistant:").scroll_into_view_if_needed()
     french = bots(page).last.inner_text().split("English original")[0]
     assert lingua.detect(english) == "en" and lingua.detect(french) == "fr", (english, french)
