@@ -99,8 +99,10 @@ def test_the_page_on_the_real_models_in_both_languages(
     page.locator("#new-conversation").click()
     page.wait_for_function("() => !document.querySelector('#chatbot .message')", timeout=10_000)
     send(page, "Peux-tu me conseiller un bon livre ?")
+    # The list takes a conversation when its first turn is stored, after a French reply that
+    # takes 15-45 s on these models: wait for the reply, then for the list.
+    settled_text(page, bots(page).last)
     titles = ["Peux-tu me conseiller un bon livre ?", "Give me three tips to sleep better."]
     wait_for_list(page, titles, secret=None)  # the offline page's key is its own
-    settled_text(page, bots(page).last)
     page.screenshot(path=str(pictures / "conversations.png"))
     page.close()
