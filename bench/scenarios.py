@@ -88,15 +88,15 @@ async def layers(config: AppConfig, base_url: str, args: argparse.Namespace) -> 
 
 
 async def translation(args: argparse.Namespace) -> dict[str, Any]:
-    """One sentence at a time through each translator's handle: seconds per sentence."""
+    """One French sentence at a time through each translator's handle: seconds per sentence."""
     rows = {}
-    for name, sentences in (("TranslatorFrEn", FRENCH), ("TranslatorEnFr", ENGLISH)):
+    for name, sentences in (("TranslatorToEnglish", FRENCH), ("TranslatorFromEnglish", ENGLISH)):
         handle = _handle(name)
-        await handle.translate.remote(sentences[0])  # warm up
+        await handle.translate.remote(sentences[0], "fr")  # warm up
         times = []
         for sentence in (sentences * 4)[: args.sentences]:
             started = time.perf_counter()
-            await handle.translate.remote(sentence)
+            await handle.translate.remote(sentence, "fr")
             times.append(time.perf_counter() - started)
         rows[name] = {"sentences": len(times), "p50_s": percentile(times, 0.5)}
     return rows
@@ -147,8 +147,8 @@ async def french(base_url: str, args: argparse.Namespace) -> dict[str, Any]:
     """
     import websockets
 
-    detector, fr_en = _handle("LanguageDetector"), _handle("TranslatorFrEn")
-    en_fr, chat = _handle("TranslatorEnFr"), _handle("ChatModel", stream=True)
+    detector, to_english = _handle("LanguageDetector"), _handle("TranslatorToEnglish")
+    from_english, chat = _handle("TranslatorFromEnglish"), _handle("ChatModel", stream=True)
     rows = []
     for prompt in (FRENCH * 4)[: args.french]:
         events: list[Event] = []
@@ -156,11 +156,11 @@ async def french(base_url: str, args: argparse.Namespace) -> dict[str, Any]:
             streamed = await timed(socket_pieces(socket_, prompt, events))
         started = time.perf_counter()
         await detector.detect.remote(prompt)
-        message_en = await fr_en.translate.remote(prompt)
+        message_en = await to_english.translate.remote(prompt, "fr")
         reply = ChatReply(chat.stream.remote([], message_en))
         await reply.prompt()
         reply_en = "".join([piece async for piece in reply.texts()]).strip()
-        await en_fr.translate.remote(reply_en)
+        await from_english.translate.remote(reply_en, "fr")
         after = time.perf_counter() - started
         done = events[-1]
         rows.append(

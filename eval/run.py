@@ -27,7 +27,7 @@ from pathlib import Path
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parent))
 
-from serving.config import TranslationPrompt, TranslatorSettings, load_config  # noqa: E402
+from serving.config import load_config  # noqa: E402
 from serving.detect import LanguageDetector  # noqa: E402
 from serving.engine import Sampling, load_engine  # noqa: E402
 from serving.languages import known_languages, language  # noqa: E402
@@ -44,12 +44,14 @@ def read_pairs(code: str, limit: int | None) -> list[tuple[str, str]]:
     return pairs[:limit] if limit else pairs
 
 
-async def translate_all(translator: Translator, texts: list[str], at_once: int) -> list[str]:
+async def translate_all(
+    translator: Translator, texts: list[str], code: str, at_once: int
+) -> list[str]:
     gate = asyncio.Semaphore(at_once)
 
     async def one(text: str) -> str:
         async with gate:
-            return await translator.translate(text)
+            return await translator.translate(text, code)
 
     return await asyncio.gather(*(one(text) for text in texts))
 
@@ -79,19 +81,18 @@ async def evaluate(args: argparse.Namespace) -> dict:
     from lingua import LanguageDetectorBuilder
 
     config = load_config("offline")
-    spec = config.translate_fr_en.model
-    generation = config.translate_fr_en.generation
-    batching = config.translate_fr_en.batching
+    settings = config.translate_to_english  # the offline profile: one model, both directions
+    spec = settings.model
     started = time.monotonic()
-    engine = load_engine(spec, batching, Sampling.of(generation))
+    engine = load_engine(spec, settings.batching, Sampling.of(settings.generation))
     print(f"translator: {spec.source} on {engine.name} ({time.monotonic() - started:.0f} s)")
     judge = LanguageDetectorBuilder.from_all_languages().with_preloaded_language_models().build()
     detector = LanguageDetector(config.detector, served=known_languages())
 
-    def translator(source: str, target: str, examples) -> Translator:
-        prompt = TranslationPrompt(source_name=source, target_name=target, examples=examples)
-        settings = TranslatorSettings(model=spec, prompt=prompt, generation=generation)
-        return Translator(settings, engine=lambda *_: engine)
+    def translator(direction: str) -> Translator:  # as the service runs it, on one engine
+        return Translator(settings, direction, args.languages, engine=lambda *_: engine)
+
+    to_en, from_en = translator("to_english"), translator("from_english")
 
     results = {}
     for code in args.languages:
@@ -99,10 +100,8 @@ async def evaluate(args: argparse.Namespace) -> dict:
         pairs = read_pairs(code, args.limit)
         sources, english = [p[0] for p in pairs], [p[1] for p in pairs]
         clock = time.monotonic()
-        to_en = translator(spec_.name, "English", spec_.to_english_examples)
-        from_en = translator("English", spec_.name, spec_.from_english_examples)
-        hyp_en = await translate_all(to_en, sources, args.at_once)
-        hyp_xx = await translate_all(from_en, english, args.at_once)
+        hyp_en = await translate_all(to_en, sources, code, args.at_once)
+        hyp_xx = await translate_all(from_en, english, code, args.at_once)
         read_as = [judge.detect_language_of(text) for text in hyp_xx]
         in_language = [
             found is not None and found.iso_code_639_1.name.lower() == code for found in read_as

@@ -47,8 +47,8 @@ def deployment_settings(config: AppConfig) -> dict[str, dict[str, DeploymentSett
         "ui": {"ChatUI": config.ui.deployment},
         "api": {
             "LanguageDetector": config.detector.deployment,
-            "TranslatorFrEn": config.translate_fr_en.deployment,
-            "TranslatorEnFr": config.translate_en_fr.deployment,
+            "TranslatorToEnglish": config.translate_to_english.deployment,
+            "TranslatorFromEnglish": config.translate_from_english.deployment,
             "ChatModel": config.chat.deployment,
             "Router": config.router.deployment,
         },
@@ -65,11 +65,18 @@ def build_api(config: AppConfig) -> Application:
     detector = deployment(LanguageDetector, "LanguageDetector").bind(
         config.detector, config.languages
     )
-    fr_en = deployment(Translator, "TranslatorFrEn").bind(config.translate_fr_en)
-    en_fr = deployment(Translator, "TranslatorEnFr").bind(config.translate_en_fr)
+    to_english, from_english = (
+        deployment(Translator, name).bind(config.translator(direction), direction, config.languages)
+        for name, direction in (
+            ("TranslatorToEnglish", "to_english"),
+            ("TranslatorFromEnglish", "from_english"),
+        )
+    )
     chat = deployment(ChatModel, "ChatModel").bind(config.chat)
     token = access_token(config)
-    return deployment(Router, "Router").bind(detector, fr_en, en_fr, chat, config.router, token)
+    return deployment(Router, "Router").bind(
+        detector, to_english, from_english, chat, config.router, token
+    )
 
 
 def build_ui(config: AppConfig) -> Application:

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from serving.errors import ConfigError
 from serving.model_config import (
@@ -19,28 +19,47 @@ from serving.model_config import (
 )
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
-TRANSLATED = ["fr"]  # the languages that the two translator deployments translate today
+DIRECTIONS = ("to_english", "from_english")  # the two translator deployments
 
 
-class TranslationPrompt(StrictModel):
+class LanguageModel(StrictModel):
+    """One language's own model in a translator (the seed profile's Marian pairs)."""
+
+    model: ModelSpec
     prefix: str = Field(
-        "", description="Text put before the input (seq2seq, e.g. T5's task prefix)."
+        "",
+        description=(
+            "Put before each sentence, for a seq2seq model: a multi-target model's target token "
+            "('>>por<< ') or a task prefix ('translate German to English: ')."
+        ),
     )
-    examples: list[tuple[str, str]] = Field(
-        default_factory=list, description="Few-shot (source, target) pairs for causal models."
-    )
-    source_name: str = Field("French", description="Source language name in the few-shot prompt.")
-    target_name: str = Field("English", description="Target language name in the few-shot prompt.")
 
 
 class TranslatorSettings(StrictModel):
-    model: ModelSpec
-    prompt: TranslationPrompt = Field(default_factory=TranslationPrompt)
+    """One direction's translator: English to the user's language, or back.
+
+    A language with a model of its own in ``per_language`` uses it; every other served language
+    uses ``model``. A causal ``model`` is prompted few-shot with the language's examples from
+    serving/languages/ (no prompt is written per language here); a seq2seq one gets the text.
+    """
+
+    model: ModelSpec | None = Field(
+        None, description="The model for every served language without one in per_language."
+    )
+    per_language: dict[str, LanguageModel] = Field(
+        default_factory=dict, description="Models for single languages, by ISO 639-1 code."
+    )
     generation: GenerationSettings = Field(
         default_factory=lambda: GenerationSettings(max_new_tokens=96)
     )
     batching: BatchSettings = Field(default_factory=BatchSettings)
     deployment: DeploymentSettings = Field(default_factory=DeploymentSettings)
+
+    def for_language(self, code: str) -> LanguageModel | None:
+        """The model that translates ``code`` (and its prefix), or None when there is none."""
+        if code in self.per_language:
+            return self.per_language[code]
+        return LanguageModel(model=self.model) if self.model is not None else None
 
 
 class ChatSettings(StrictModel):
@@ -218,13 +237,13 @@ class AppConfig(StrictModel):
             "each needs a file in serving/languages/ and a translator both ways."
         ),
     )
-    translate_fr_en: TranslatorSettings
-    translate_en_fr: TranslatorSettings
+    translate_to_english: TranslatorSettings
+    translate_from_english: TranslatorSettings
     chat: ChatSettings
 
     @field_validator("languages")
     @classmethod
-    def _served(cls, codes: list[str]) -> list[str]:
+    def _known(cls, codes: list[str]) -> list[str]:
         from serving.languages import known_languages
 
         for code in codes:
@@ -233,23 +252,44 @@ class AppConfig(StrictModel):
                     f"'{code}' is not a language this service knows (serving/languages/ has "
                     f"{', '.join(known_languages())})"
                 )
-            if code not in TRANSLATED:
-                raise ValueError(
-                    f"'{code}' has no translator in this version: translate_fr_en and "
-                    f"translate_en_fr translate {', '.join(TRANSLATED)} only"
-                )
+        if len(set(codes)) != len(codes):
+            raise ValueError("a language is listed twice")
         return codes
+
+    @model_validator(mode="after")
+    def _translated(self) -> AppConfig:
+        for direction in DIRECTIONS:
+            name = f"translate_{direction}"
+            for code in self.languages:
+                if self.translator(direction).for_language(code) is None:
+                    raise ValueError(
+                        f"languages: '{code}' has no translator: {name} has neither a model "
+                        f"for every language (model) nor one for it (per_language.{code})"
+                    )
+        return self
+
+    def translator(self, direction: str) -> TranslatorSettings:
+        """The settings of the translator ``direction`` ("to_english" or "from_english")."""
+        return getattr(self, f"translate_{direction}")
 
     @property
     def api_url(self) -> str:
         return self.ui.api_url or f"ws://127.0.0.1:{self.http.port}/api/chat"
 
     def models(self) -> dict[str, ModelSpec]:
-        return {
-            "chat": self.chat.model,
-            "translate_fr_en": self.translate_fr_en.model,
-            "translate_en_fr": self.translate_en_fr.model,
-        }
+        """Every model the graph loads, by where its settings are: the chat model, and each
+        served language's translators (``translate_to_english`` when the language shares the
+        direction's model, ``translate_to_english.per_language.de`` when it has its own)."""
+        models = {"chat": self.chat.model}
+        for direction in DIRECTIONS:
+            settings = self.translator(direction)
+            for code in self.languages:
+                if code in settings.per_language:
+                    path = f"translate_{direction}.per_language.{code}"
+                    models[path] = settings.per_language[code].model
+                elif settings.model is not None:
+                    models[f"translate_{direction}"] = settings.model
+        return models
 
 
 def available_profiles() -> list[str]:
@@ -284,6 +324,8 @@ def _describe(error: ValidationError, source: str) -> str:
         key = ".".join(str(part) for part in item["loc"]) or "<top level>"
         if item["type"] == "extra_forbidden":
             lines.append(f"  {key}: unknown setting (check the spelling)")
+        elif not item["loc"]:  # a check across settings: its message names them
+            lines.append(f"  {item['msg'].removeprefix('Value error, ')}")
         elif item["type"] == "missing":
             lines.append(f"  {key}: required setting is missing")
         else:

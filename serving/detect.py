@@ -63,10 +63,11 @@ class LanguageDetector:
         return self.read(text).language
 
     def check_health(self) -> None:
-        """English and each served language's longest example must read as themselves."""
-        samples = {ENGLISH: "Hello, could you tell me how to get to the station, please?"}
-        for code in self.served:
-            samples[code] = max((own for own, _ in language(code).examples), key=len)
-        for code, text in samples.items():
+        """English and the examples that the page offers in each served language must read
+        as themselves (a person who clicks one must get an answer in its language)."""
+        samples = [(ENGLISH, "Hello, could you tell me how to get to the station, please?")]
+        for code in sorted(self.served):
+            samples += [(code, text) for text in language(code).examples_for_page]
+        for code, text in samples:
             if (found := self.read(text).language) != code:
-                raise RuntimeError(f"language detector reads {code} as {found}")
+                raise RuntimeError(f"language detector reads {code} ({text!r}) as {found}")

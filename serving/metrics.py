@@ -35,7 +35,9 @@ class ChatMetrics:
         )
         self.translation = metrics.Histogram(
             "polyglot_translation_seconds",
-            description="Time to translate a message (fr-en) or one reply sentence (en-fr).",
+            description=(
+                "Time to translate a message (fr-en, de-en...) or one reply sentence (en-fr...)."
+            ),
             boundaries=_SECONDS,
             tag_keys=("direction",),
         )

@@ -15,23 +15,23 @@ class ServeModels:
     def __init__(
         self,
         detector: DeploymentHandle,
-        fr_en: DeploymentHandle,
-        en_fr: DeploymentHandle,
+        to_english: DeploymentHandle,
+        from_english: DeploymentHandle,
         chat: DeploymentHandle,
     ) -> None:
         self.detector = detector
-        self.fr_en = fr_en
-        self.en_fr = en_fr.options(stream=True)
+        self.english = to_english
+        self.user = from_english.options(stream=True)
         self.chat_model = chat.options(stream=True)
 
     def detect(self, text: str) -> DeploymentResponse:
         return self.detector.read.remote(text)
 
-    def to_english(self, text: str) -> DeploymentResponse:
-        return self.fr_en.translate.remote(text)
+    def to_english(self, text: str, language: str) -> DeploymentResponse:
+        return self.english.translate.remote(text, language)
 
-    def to_french(self, sentence: str) -> DeploymentResponseGenerator:
-        return self.en_fr.stream_sentence.remote(sentence)
+    def to_user(self, sentence: str, language: str) -> DeploymentResponseGenerator:
+        return self.user.stream_sentence.remote(sentence, language)
 
     def chat(
         self, history: list[dict], message: str, options: dict | None

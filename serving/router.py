@@ -90,8 +90,8 @@ class Router:
     def __init__(
         self,
         detector: DeploymentHandle,
-        fr_en: DeploymentHandle,
-        en_fr: DeploymentHandle,
+        to_english: DeploymentHandle,
+        from_english: DeploymentHandle,
         chat: DeploymentHandle,
         settings: RouterSettings,
         token: str | None = None,
@@ -99,7 +99,9 @@ class Router:
         self.settings = settings
         self.token = token  # None: no credentials needed (loopback, or security.auth off)
         self.metrics = ChatMetrics()
-        self.turns = TurnPipeline(ServeModels(detector, fr_en, en_fr, chat), settings, self.metrics)
+        self.turns = TurnPipeline(
+            ServeModels(detector, to_english, from_english, chat), settings, self.metrics
+        )
         self.started = int(time.time())
 
     def _check_token(self, connection: HTTPConnection) -> None:

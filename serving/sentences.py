@@ -1,8 +1,13 @@
-"""Cut streamed English text into sentences, so each can be translated as soon as it closes."""
+"""Cut text into sentences, so each can be translated as soon as it closes.
+
+Streamed replies are English; a user's message is cut with its language's own abbreviations
+(``Sentences.of``, from serving/languages/).
+"""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 # Words whose trailing period does not end a sentence.
 ABBREVIATIONS = frozenset(
@@ -36,21 +41,44 @@ ABBREVIATIONS = frozenset(
 _BOUNDARY = re.compile(r"([.!?…]+[\"')\]]*)(\s+)|(\n\s*)")
 
 
-def _ends_sentence(text: str, punct_end: int) -> bool:
+@dataclass(frozen=True)
+class Sentences:
+    """What ends a sentence in one language: its abbreviations, and whether a number's period
+    makes an ordinal (German "am 3. Mai")."""
+
+    abbreviations: frozenset[str] = ABBREVIATIONS
+    ordinal_dot: bool = False
+
+    @classmethod
+    def of(cls, code: str) -> Sentences:
+        if code == "en":
+            return ENGLISH_RULES
+        from serving.languages import language
+
+        spec = language(code)
+        return cls(frozenset(spec.abbreviations), spec.ordinal_dot)  # not English's: 'no.'
+
+
+ENGLISH_RULES = Sentences()
+
+
+def _ends_sentence(text: str, punct_end: int, rules: Sentences = ENGLISH_RULES) -> bool:
     before = text[:punct_end].rstrip("\"')]")
     if not before.endswith("."):
         return True  # ! ? … always close
     word = before[:-1].rsplit(None, 1)[-1] if before[:-1].strip() else ""
     word = word.lstrip("(\"'").lower()
-    if word in ABBREVIATIONS:
+    if word in rules.abbreviations:
         return False
     line_start = text.rfind("\n", 0, punct_end) + 1
     if word.isdigit() and not text[line_start : punct_end - len(word) - 1].strip():
         return False  # a numbered list item such as "2. Sleep more."
+    if word.isdigit() and rules.ordinal_dot and not text[punct_end:].lstrip().startswith("\n"):
+        return False  # an ordinal such as "am 3. Mai"
     return not (len(word) == 1 and word.isalpha())  # initials such as "J. Smith"
 
 
-def split_complete(text: str) -> tuple[list[str], str]:
+def split_complete(text: str, rules: Sentences = ENGLISH_RULES) -> tuple[list[str], str]:
     """Split ``text`` into closed sentences and the unfinished rest.
 
     A sentence counts as closed only once whitespace follows its terminator, so a streamed
@@ -60,7 +88,7 @@ def split_complete(text: str) -> tuple[list[str], str]:
     sentences: list[str] = []
     start = 0
     for match in _BOUNDARY.finditer(text):
-        if match.group(3) is None and not _ends_sentence(text, match.end(1)):
+        if match.group(3) is None and not _ends_sentence(text, match.end(1), rules):
             continue
         end = match.end(1) if match.group(3) is None else match.start(3)
         sentence = text[start:end].strip()
@@ -75,9 +103,9 @@ def separator_after(sentence: str) -> str:
     return "\n" if sentence.endswith("\n") else " "
 
 
-def split_sentences(text: str) -> list[str]:
+def split_sentences(text: str, rules: Sentences = ENGLISH_RULES) -> list[str]:
     """All sentences of a finished text."""
-    sentences, rest = split_complete(text)
+    sentences, rest = split_complete(text, rules)
     return sentences + ([rest.strip()] if rest.strip() else [])
 
 

@@ -1,52 +1,118 @@
-"""Translator deployment: one class, bound twice in the graph (fr->en and en->fr)."""
+"""Translator deployment: one class, bound twice in the graph (to English, and from English).
+
+Each binding serves every language of the config: a language with a model of its own (the seed
+profile's Marian pairs) uses it, the others share the direction's model, which a causal LM runs
+few-shot with the language's examples from serving/languages/. Languages that name the same
+model share one engine.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Literal
 
 from serving.config import TranslatorSettings
 from serving.engine import Engine, EngineDeployment, Sampling, Usage, load_engine
-from serving.sentences import separator_after, split_sentences
+from serving.errors import InvalidRequestError
+from serving.languages import ENGLISH, LanguageSpec, language
+from serving.model_config import ModelSpec
+from serving.sentences import Sentences, separator_after, split_sentences
 
 # A list marker or heading at the start of a sentence: kept as is, not sent to the model.
 _MARKER = re.compile(r"^\s*(?:\d+[.)]|[-*•]|#+)\s+")
+
+Direction = Literal["to_english", "from_english"]
+
+
+@dataclass(frozen=True)
+class Route:
+    """How one language is translated in this direction."""
+
+    spec: LanguageSpec
+    engine: Engine
+    model: ModelSpec
+    prefix: str  # before each sentence, for a seq2seq model
+    source_name: str  # the few-shot prompt's labels
+    target_name: str
+    examples: list[tuple[str, str]]
+    source_rules: Sentences  # where the source text's sentences end
 
 
 class Translator(EngineDeployment):
     """Translates text sentence by sentence with a seq2seq model or a few-shot causal LM."""
 
-    def __init__(self, settings: TranslatorSettings, engine: Callable[..., Engine] = load_engine):
+    def __init__(
+        self,
+        settings: TranslatorSettings,
+        direction: Direction,
+        languages: list[str],
+        engine: Callable[..., Engine] = load_engine,
+    ):
         self.settings = settings
+        self.direction = direction
         self.sampling = Sampling.of(settings.generation)
-        self.engine = engine(settings.model, settings.batching, self.sampling)
+        engines: dict[str, Engine] = {}
+        self.routes: dict[str, Route] = {}
+        for code in languages:
+            chosen = settings.for_language(code)
+            if chosen is None:
+                raise InvalidRequestError(f"translate_{direction} has no model for '{code}'.")
+            key = chosen.model.model_dump_json()
+            if key not in engines:
+                engines[key] = engine(chosen.model, settings.batching, self.sampling)
+            spec = language(code)
+            to_english = direction == "to_english"
+            self.routes[code] = Route(
+                spec=spec,
+                engine=engines[key],
+                model=chosen.model,
+                prefix=chosen.prefix,
+                source_name=spec.name if to_english else "English",
+                target_name="English" if to_english else spec.name,
+                examples=spec.to_english_examples if to_english else spec.from_english_examples,
+                source_rules=Sentences.of(code if to_english else ENGLISH),
+            )
+        self.engines = list(engines.values())
 
-    def prompt(self, sentence: str) -> list[int]:
+    def route(self, code: str) -> Route:
+        if code not in self.routes:
+            raise InvalidRequestError(
+                f"'{code}' is not translated here; served: {', '.join(self.routes) or 'none'}."
+            )
+        return self.routes[code]
+
+    def prompt(self, sentence: str, code: str) -> list[int]:
         """Token ids that ask for ``sentence`` in the target language.
 
-        A causal model gets the few-shot examples first: the same prefix for every sentence, so
-        an engine that keeps a prompt's KV cache (llama.cpp) reads it once. Examples that do not
-        fit go first, the oldest first; the sentence itself is kept.
+        A causal model gets the language's few-shot examples first: the same prefix for every
+        sentence of that language, so an engine that keeps a prompt's KV cache (llama.cpp) reads
+        it once. Examples that do not fit go first, the oldest first; the sentence is kept.
         """
-        prompt = self.settings.prompt
-        limit = self.settings.model.max_input_tokens or self.engine.context_limit
-        if self.engine.is_encoder_decoder:
-            return self.engine.encode(prompt.prefix + sentence)[-limit:]
+        route = self.route(code)
+        engine = route.engine
+        limit = route.model.max_input_tokens or engine.context_limit
+        if engine.is_encoder_decoder:
+            return engine.encode(route.prefix + sentence)[-limit:]
         limit -= self.sampling.max_new_tokens
-        ask = f"{prompt.source_name}: {sentence}\n{prompt.target_name}:"
-        for first in range(len(prompt.examples) + 1):
+        source, target = route.source_name, route.target_name
+        ask = f"{source}: {sentence}\n{target}:"
+        for first in range(len(route.examples) + 1):
             shots = "".join(
-                f"{prompt.source_name}: {src}\n{prompt.target_name}: {tgt}\n\n"
-                for src, tgt in prompt.examples[first:]
+                f"{source}: {src}\n{target}: {tgt}\n\n" for src, tgt in route.examples[first:]
             )
-            ids = self.engine.encode(shots + ask)
+            ids = engine.encode(shots + ask)
             if len(ids) <= limit:
                 return ids
         return ids[-limit:]
 
-    async def stream_sentence(self, sentence: str) -> AsyncIterator[str]:
+    async def stream_sentence(self, sentence: str, code: str) -> AsyncIterator[str]:
         """One sentence's translation as it is generated (the router cuts the sentences)."""
+        engine = self.route(code).engine
         marker = _MARKER.match(sentence)
         if marker:
             yield marker.group(0).strip() + " "
@@ -54,13 +120,13 @@ class Translator(EngineDeployment):
         sentence = sentence.replace("**", "").strip()  # markdown emphasis confuses small models
         if not sentence:
             return
-        prompt = self.prompt(sentence)
+        prompt = self.prompt(sentence, code)
         # A translation is about as long as its source: a cap stops a model that runs on.
-        source_tokens = len(self.engine.encode(sentence, special=False))
+        source_tokens = len(engine.encode(sentence, special=False))
         sampling = self.sampling.capped(2 * source_tokens + 16)
         started = False
-        newline = not self.engine.is_encoder_decoder
-        pieces = self.engine.stream(prompt, sampling, Usage(), newline)
+        newline = not engine.is_encoder_decoder
+        pieces = engine.stream(prompt, sampling, Usage(), newline)
         async with contextlib.aclosing(pieces):  # an early return stops generation at once
             async for piece in pieces:
                 if newline:
@@ -75,15 +141,26 @@ class Translator(EngineDeployment):
                     started = True
                     yield piece
 
-    async def stream(self, text: str) -> AsyncIterator[str]:
+    async def stream(self, text: str, code: str) -> AsyncIterator[str]:
         """A whole text's translation as it is generated, one sentence after another."""
         previous = None
-        for sentence in split_sentences(text):
+        for sentence in split_sentences(text, self.route(code).source_rules):
             if previous is not None:
                 yield separator_after(previous)
-            async for piece in self.stream_sentence(sentence):
+            async for piece in self.stream_sentence(sentence, code):
                 yield piece
             previous = sentence
 
-    async def translate(self, text: str) -> str:
-        return "".join([piece async for piece in self.stream(text)]).strip()
+    async def translate(self, text: str, code: str) -> str:
+        return "".join([piece async for piece in self.stream(text, code)]).strip()
+
+    async def check_health(self) -> None:
+        """Serve replaces this replica when one of its models no longer gives usable output."""
+        for engine in self.engines:
+            await asyncio.to_thread(engine.probe)
+
+    def activity(self) -> dict[str, int]:
+        total: Counter[str] = Counter()
+        for engine in self.engines:
+            total.update(engine.activity())
+        return dict(total)

@@ -26,13 +26,15 @@ from serving.events import (
     StartEvent,
     Usage,
 )
+from serving.languages import ENGLISH
 from serving.protocol import ChatRequest, HistoryEntry
 from serving.sentences import SentenceBuffer, separator_after
 
 T = TypeVar("T", covariant=True)
 
-# English versions of French texts this replica has seen (OpenAI clients send their history in
-# French): a conversation's history is translated once, not at every turn.
+# English versions of texts in the users' languages that this replica has seen (OpenAI clients
+# send their history in the user's language): a conversation's history is translated once, not
+# at every turn.
 ENGLISH_CACHE_SIZE = 4096
 
 
@@ -48,11 +50,11 @@ class TurnModels(Protocol):
     async def detect(self, text: str) -> Detection:
         """The language the turn speaks (a served one, or English), and why when English."""
 
-    async def to_english(self, text: str) -> str:
-        """A French text in English, whole."""
+    async def to_english(self, text: str, language: str) -> str:
+        """A text in ``language`` (a served one) in English, whole."""
 
-    def to_french(self, sentence: str) -> Stream[str]:
-        """One English sentence in French, piece by piece."""
+    def to_user(self, sentence: str, language: str) -> Stream[str]:
+        """One English sentence in ``language``, piece by piece."""
 
     def chat(self, history: list[dict], message: str, options: dict | None) -> Stream[ChatItem]:
         """The chat model's reply: a ``PromptInfo``, text pieces, a ``ReplyInfo``."""
@@ -142,9 +144,11 @@ class TurnPipeline:
         language = detection.language
         self.observer.turn(language, api)
         message_en = request.message
-        if language == "fr":
-            message_en = await answered(self.models.to_english(request.message), silence)
-            self.observer.translated(time.monotonic() - started, "fr-en")
+        translated = language != ENGLISH  # the detector names a served language or English
+        if translated:
+            asked = time.monotonic()
+            message_en = await answered(self.models.to_english(message_en, language), silence)
+            self.observer.translated(time.monotonic() - asked, f"{language}-en")
         history = [entry.model_dump() for entry in request.history]
         stream = self.models.chat(history, message_en, options)
         reply = ChatReply(within(stream, silence))
@@ -159,8 +163,12 @@ class TurnPipeline:
                 heard=detection.heard,
                 reason=detection.reason,
             )
-            relay = self._relay if language == "en" else self._to_french
-            async with aclosing(relay(reply.texts(), reply_en)) as deltas:
+            deltas = (
+                self._to_user(reply.texts(), reply_en, language)
+                if translated
+                else self._relay(reply.texts(), reply_en)
+            )
+            async with aclosing(deltas):
                 async for delta in deltas:
                     if not shown:
                         self.observer.first_text(time.monotonic() - started, language)
@@ -174,7 +182,7 @@ class TurnPipeline:
         end = reply.end
         self.observer.generated(end.completion_tokens)
         text, text_en = "".join(shown).strip(), "".join(reply_en).strip()
-        if language == "fr":
+        if translated:
             self._remember(request.message, message_en)
             self._remember(text, text_en)
         yield DoneEvent(
@@ -192,7 +200,8 @@ class TurnPipeline:
         )
 
     async def history_in_english(self, history: list[HistoryEntry]) -> list[HistoryEntry]:
-        """A client's history (OpenAI clients send it in French) as the model reads it."""
+        """A client's history (OpenAI clients send it in the user's language) as the model
+        reads it."""
         english = await asyncio.gather(*(self._to_english(entry.content) for entry in history))
         return [
             HistoryEntry(role=entry.role, content=text)
@@ -209,9 +218,12 @@ class TurnPipeline:
         """A history entry in English: known already, detected English, or translated."""
         if (known := self._english.get(text)) is not None:
             return known
-        if not text.strip() or (await self.models.detect(text)).language != "fr":
+        if not text.strip():
             return text
-        english = await self.models.to_english(text)
+        language = (await self.models.detect(text)).language
+        if language == ENGLISH:
+            return text
+        english = await self.models.to_english(text, language)
         self._remember(text, english)
         return english
 
@@ -224,8 +236,8 @@ class TurnPipeline:
             if piece:
                 yield DeltaEvent(text=piece)
 
-    async def _to_french(
-        self, english: AsyncIterator[str], sink: list[str]
+    async def _to_user(
+        self, english: AsyncIterator[str], sink: list[str], language: str
     ) -> AsyncIterator[DeltaEvent]:
         """Translate each English sentence once it closes, while the chat model keeps going.
 
@@ -256,15 +268,15 @@ class TurnPipeline:
                 text_en = item if previous is None else english_separator(previous) + item
                 separator = "" if previous is None else separator_after(previous)
                 asked = time.monotonic()
-                french = self.models.to_french(item)
+                translation = self.models.to_user(item, language)
                 try:
-                    async for piece in within(french, self.settings.model_silence_s):
+                    async for piece in within(translation, self.settings.model_silence_s):
                         yield DeltaEvent(text=separator + piece, text_en=text_en)
                         separator, text_en = "", None
                 except BaseException:
-                    french.cancel()
+                    translation.cancel()
                     raise
-                self.observer.translated(time.monotonic() - asked, "en-fr")
+                self.observer.translated(time.monotonic() - asked, f"en-{language}")
                 previous = item
         finally:
             cutter.cancel()

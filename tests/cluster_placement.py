@@ -20,7 +20,13 @@ from serving.testing.tiny_models import tiny_config
 from tests.replicas import ask, replica_names
 from tests.support import post_chat
 
-DEPLOYMENTS = ("LanguageDetector", "TranslatorFrEn", "TranslatorEnFr", "ChatModel", "Router")
+DEPLOYMENTS = (
+    "LanguageDetector",
+    "TranslatorToEnglish",
+    "TranslatorFromEnglish",
+    "ChatModel",
+    "Router",
+)
 
 
 def main(causal: str, seq2seq: str) -> None:
@@ -34,7 +40,10 @@ def main(causal: str, seq2seq: str) -> None:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         placed = {"ray_actor_options": {"num_cpus": 0.1, "resources": {"translator_node": 0.5}}}
         config = tiny_config(
-            Path(causal), Path(seq2seq), port, extra={"translate_en_fr": {"deployment": placed}}
+            Path(causal),
+            Path(seq2seq),
+            port,
+            extra={"translate_from_english": {"deployment": placed}},
         )
         base = deploy_graph(config, parts=["api"], timeout=180)
         turn = post_chat(base, "Bonjour, comment allez-vous ?").json()

@@ -29,10 +29,10 @@ def test_a_deployment_asking_for_a_custom_resource_lands_on_the_node_that_has_it
     replicas = result["replicas"]
     assert set(replicas) == {
         "LanguageDetector",
-        "TranslatorFrEn",
-        "TranslatorEnFr",
+        "TranslatorToEnglish",
+        "TranslatorFromEnglish",
         "ChatModel",
         "Router",
     }
-    assert replicas["TranslatorEnFr"] == result["worker"] != result["head"]
+    assert replicas["TranslatorFromEnglish"] == result["worker"] != result["head"]
     assert result["language"] == "fr" and result["reply"]  # the graph works across the nodes

@@ -79,12 +79,24 @@ def test_serve_config_builders_take_the_yaml_args():
 
 
 def test_languages_are_checked_against_the_language_files_and_the_translators():
-    assert load_config().languages == ["fr"]
+    assert load_config().languages == ["fr", "es", "de", "it", "pt", "nl"]
     assert load_config(overrides={"languages": []}).languages == []  # English only
     with pytest.raises(ConfigError, match="languages: .*'xx' is not a language this service"):
         load_config(overrides={"languages": ["fr", "xx"]})
-    with pytest.raises(ConfigError, match="languages: .*'es' has no translator"):
-        load_config(overrides={"languages": ["es"]})
+    with pytest.raises(ConfigError, match="languages: .*listed twice"):
+        load_config(overrides={"languages": ["fr", "de", "fr"]})
+    # The seed profile names a model per language; the offline one shares one model.
+    seed = load_config("seed", overrides={"languages": ["fr", "de"]})
+    assert seed.translate_to_english.for_language("de").model.source.endswith("opus-mt-de-en")
+    assert list(seed.models())[1:3] == [
+        "translate_to_english.per_language.fr",
+        "translate_to_english.per_language.de",
+    ]
+    with pytest.raises(ConfigError) as raised:
+        load_config(overrides={"languages": ["de"], "translate_from_english": {"model": None}})
+    message = str(raised.value)
+    assert "'de' has no translator: translate_from_english has neither" in message
+    assert "per_language.de" in message and "{'" not in message  # no dump of the settings
     with pytest.raises(ConfigError, match="detector.known: .*no language zz"):
         load_config(overrides={"detector": {"known": ["de", "zz"]}})
     with pytest.raises(ConfigError, match="detector.min_confidence"):

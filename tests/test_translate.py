@@ -1,56 +1,95 @@
 import asyncio
 from pathlib import Path
 
-from serving.config import TranslatorSettings
+import pytest
+
+from serving.config import LanguageModel, TranslatorSettings
+from serving.errors import InvalidRequestError
+from serving.languages import language
 from serving.model_config import GenerationSettings, ModelSpec
 from serving.translate import Translator
 
 
-def translator(folder: Path, **prompt) -> Translator:
+def translator(
+    folder: Path, direction: str = "to_english", languages=("fr",), **per_language
+) -> Translator:
     return Translator(
         TranslatorSettings(
             model=ModelSpec(source=str(folder)),
-            prompt=prompt,
+            per_language=per_language,
             generation=GenerationSettings(max_new_tokens=10, min_new_tokens=3),
-        )
+        ),
+        direction,
+        list(languages),
     )
 
 
 def test_seq2seq_translates_sentence_by_sentence(tiny_seq2seq: Path):
-    model = translator(tiny_seq2seq, prefix="translate French to English: ")
-    prompt = model.engine.decode(model.prompt("Bonjour."))
-    assert prompt.startswith("translate French to English: ")
-    assert asyncio.run(model.translate("Bonjour. Il fait beau."))
+    own = LanguageModel(model=ModelSpec(source=str(tiny_seq2seq)), prefix=">>por<< ")
+    model = translator(tiny_seq2seq, "from_english", ["fr", "pt"], pt=own)
+    engine = model.routes["pt"].engine
+    assert engine.decode(model.prompt("Hello.", "pt")).startswith(">>por<< Hello.")
+    assert not engine.decode(model.prompt("Hello.", "fr")).startswith(">>")
+    assert asyncio.run(model.translate("Hello. The weather is nice.", "pt"))
 
 
-def test_causal_few_shot_prompt_ends_on_the_target_label(tiny_chat_source: Path):
-    model = translator(
-        tiny_chat_source,
-        examples=[("Bonjour", "Hello")],
-        source_name="French",
-        target_name="English",
-    )
-    prompt = model.engine.decode(model.prompt("Merci."))
-    assert prompt.endswith("French: Bonjour\nEnglish: Hello\n\nFrench: Merci.\nEnglish:")
+def test_causal_few_shot_prompt_uses_the_language_file_s_examples(tiny_chat_source: Path):
+    model = translator(tiny_chat_source, "to_english", ["fr", "de"])
+    last_de, english = language("de").examples[-1]  # the first ones may not fit a tiny model
+    prompt = model.routes["de"].engine.decode(model.prompt("Danke.", "de"))
+    assert prompt.endswith("German: Danke.\nEnglish:")
+    assert f"German: {last_de}\nEnglish: {english}\n\n" in prompt
+    assert "French:" not in prompt
+    back = translator(tiny_chat_source, "from_english", ["de"])
+    prompt = back.routes["de"].engine.decode(back.prompt("Thanks.", "de"))
+    assert prompt.endswith("English: Thanks.\nGerman:")
+    assert f"English: {english}\nGerman: {last_de}\n\n" in prompt
+
+
+def test_languages_that_share_a_model_share_one_engine(tiny_chat_source: Path):
+    model = translator(tiny_chat_source, "to_english", ["fr", "es", "it"])
+    assert len(model.engines) == 1
+    assert model.routes["fr"].engine is model.routes["es"].engine
+
+
+def test_a_language_that_is_not_served_is_a_clear_error(tiny_chat_source: Path):
+    model = translator(tiny_chat_source, "to_english", ["fr"])
+    with pytest.raises(InvalidRequestError, match="'de' is not translated here; served: fr"):
+        asyncio.run(model.translate("Guten Tag.", "de"))
 
 
 def test_examples_that_do_not_fit_go_first_and_the_sentence_stays(tiny_chat_source: Path):
-    examples = [(f"Exemple numéro {i}, il fait beau.", f"Example number {i}.") for i in range(30)]
-    model = translator(tiny_chat_source, examples=examples)
-    whole = len(model.engine.encode("".join(f"French: {a}\nEnglish: {b}\n\n" for a, b in examples)))
-    model.settings.model.max_input_tokens = whole // 2
-    ids = model.prompt("Merci beaucoup.")
-    prompt = model.engine.decode(ids)
+    model = translator(tiny_chat_source)
+    route = model.routes["fr"]
+    whole = len(
+        route.engine.encode("".join(f"French: {a}\nEnglish: {b}\n\n" for a, b in route.examples))
+    )
+    route.model.max_input_tokens = whole // 2
+    ids = model.prompt("Merci beaucoup.", "fr")
+    prompt = route.engine.decode(ids)
     assert len(ids) <= whole // 2 - model.sampling.max_new_tokens
-    assert "Exemple numéro 0," not in prompt and "Exemple numéro 29," in prompt
+    assert route.examples[0][0] not in prompt and route.examples[-1][0] in prompt
     assert prompt.endswith("French: Merci beaucoup.\nEnglish:")
 
 
+def test_a_message_is_cut_with_its_own_language_s_rules(tiny_chat_source: Path):
+    model = translator(tiny_chat_source, "to_english", ["de"])
+    cut: list[str] = []
+
+    async def stream_sentence(sentence: str, code: str):
+        cut.append(sentence)
+        yield sentence
+
+    model.stream_sentence = stream_sentence
+    asyncio.run(model.translate("Wir treffen uns am 3. Oktober, z.B. im Park. Bis dann!", "de"))
+    assert cut == ["Wir treffen uns am 3. Oktober, z.B. im Park.", "Bis dann!"]
+
+
 def test_causal_translation_streams_one_line_per_sentence(tiny_chat_source: Path):
-    model = translator(tiny_chat_source, examples=[("Bonjour", "Hello")])
+    model = translator(tiny_chat_source)
 
     async def pieces() -> list[str]:
-        return [piece async for piece in model.stream("Bonjour. Merci beaucoup.")]
+        return [piece async for piece in model.stream("Bonjour. Merci beaucoup.", "fr")]
 
     out = asyncio.run(pieces())
     assert " " in out  # the separator between the two translated sentences
@@ -59,7 +98,6 @@ def test_causal_translation_streams_one_line_per_sentence(tiny_chat_source: Path
 
 
 def test_health_check_fails_once_the_weights_go_bad(tiny_seq2seq: Path):
-    import pytest
     import torch
 
     from serving.errors import ModelUnavailableError
@@ -67,6 +105,6 @@ def test_health_check_fails_once_the_weights_go_bad(tiny_seq2seq: Path):
     model = translator(tiny_seq2seq)
     asyncio.run(model.check_health())  # a healthy encoder-decoder passes
     with torch.no_grad():
-        next(model.engine.lm.model.parameters()).fill_(float("nan"))
+        next(model.engines[0].lm.model.parameters()).fill_(float("nan"))
     with pytest.raises(ModelUnavailableError, match="not finite"):
         asyncio.run(model.check_health())

@@ -83,8 +83,14 @@ FRENCH = {  # what the scripted translators know, both ways
     "Merci de demander !": "Thanks for asking!",
     "Et toi ?": "And you?",
 }
-ENGLISH = {english: french for french, english in FRENCH.items()}
-GERMAN = {"Wie geht es dir heute?"}
+SPANISH = {
+    "¿Hola, cómo estás?": "Hello, how are you?",
+    "Estoy bien.": "I am fine.",
+    "¡Gracias por preguntar!": "Thanks for asking!",
+    "¿Y tú?": "And you?",
+}
+SERVED = {"fr": FRENCH, "es": SPANISH}  # the languages the scripted models translate
+POLISH = {"Jak się dzisiaj masz?"}  # a language they do not
 
 
 class ScriptedStream:
@@ -113,8 +119,8 @@ class ScriptedStream:
 
 
 class ScriptedModels:
-    """``TurnModels`` in this process: a chat model that says ``reply`` in pieces, French known
-    from ``FRENCH``; every call is recorded."""
+    """``TurnModels`` in this process: a chat model that says ``reply`` in pieces, translators
+    that know ``SERVED``'s sentences; every call is recorded."""
 
     def __init__(self, reply: list[str], **chat_faults) -> None:
         self.reply = reply
@@ -125,21 +131,23 @@ class ScriptedModels:
 
     async def detect(self, text: str) -> Detection:
         self.calls.append(("detect", text))
-        if text in FRENCH:
-            return Detection("fr")
-        if text in GERMAN:  # a language this service does not speak
-            return Detection("en", heard="de", reason="unserved")
+        for code, known in SERVED.items():
+            if text in known:
+                return Detection(code)
+        if text in POLISH:  # a language this service does not speak
+            return Detection("en", heard="pl", reason="unserved")
         return Detection("en")
 
-    async def to_english(self, text: str) -> str:
-        self.calls.append(("to_english", text))
+    async def to_english(self, text: str, language: str) -> str:
+        self.calls.append(("to_english", text, language))
         if self.translator_fails:
             raise GenerationError("the translator failed")
-        return FRENCH[text]
+        return SERVED[language][text]
 
-    def to_french(self, sentence: str) -> ScriptedStream:
-        self.calls.append(("to_french", sentence))
-        words = ENGLISH[sentence].split(" ")
+    def to_user(self, sentence: str, language: str) -> ScriptedStream:
+        self.calls.append(("to_user", sentence, language))
+        own = {english: text for text, english in SERVED[language].items()}
+        words = own[sentence].split(" ")
         stream = ScriptedStream([words[0]] + [" " + word for word in words[1:]])
         self.streams.append(stream)
         return stream
@@ -231,10 +239,10 @@ def test_a_french_turn_is_translated_each_way_one_closed_sentence_at_a_time():
     chat_call = next(call for call in models.calls if call[0] == "chat")
     assert chat_call[2] == "Hello, how are you?"  # the model reads English
     # Each sentence is cut once, as it closes, and translated once, in order.
-    assert [call[1] for call in models.calls if call[0] == "to_french"] == [
-        "I am fine.",
-        "Thanks for asking!",
-        "And you?",
+    assert [call[1:] for call in models.calls if call[0] == "to_user"] == [
+        ("I am fine.", "fr"),
+        ("Thanks for asking!", "fr"),
+        ("And you?", "fr"),
     ]
     assert done.reply == "Je vais bien. Merci de demander ! Et toi ?"
     assert "".join(d.text for d in deltas) == done.reply
@@ -247,6 +255,27 @@ def test_a_french_turn_is_translated_each_way_one_closed_sentence_at_a_time():
     ]
     assert ("translated", "fr-en") in recorder.seen
     assert recorder.seen.count(("translated", "en-fr")) == 3
+
+
+def test_a_third_language_goes_through_its_own_translations_and_metrics():
+    models = ScriptedModels(REPLY)
+    pipeline, recorder = _pipeline(models)
+    start, *deltas, done = _turn(pipeline, "¿Hola, cómo estás?")
+
+    assert start.language == done.language == "es"
+    assert start.message_en == done.message_en == "Hello, how are you?"
+    assert ("to_english", "¿Hola, cómo estás?", "es") in models.calls
+    assert [call[2] for call in models.calls if call[0] == "to_user"] == ["es"] * 3
+    assert done.reply == "Estoy bien. ¡Gracias por preguntar! ¿Y tú?"
+    assert "".join(d.text for d in deltas) == done.reply
+    assert ("turn", "es", "websocket") in recorder.seen and ("first_text", "es") in recorder.seen
+    assert ("translated", "es-en") in recorder.seen
+    assert recorder.seen.count(("translated", "en-es")) == 3
+    # An OpenAI client's Spanish history is read in English through the same translator.
+    history = [HistoryEntry(role="user", content="¡Gracias por preguntar!")]
+    english = asyncio.run(pipeline.history_in_english(history))
+    assert [entry.content for entry in english] == ["Thanks for asking!"]
+    assert models.calls[-1] == ("to_english", "¡Gracias por preguntar!", "es")
 
 
 def test_french_history_is_translated_once_and_a_turn_s_own_french_is_remembered():
@@ -269,7 +298,7 @@ def test_french_history_is_translated_once_and_a_turn_s_own_french_is_remembered
     assert [entry.role for entry in english] == ["user", "assistant", "user"]
     # The turn's own message and reply came from its cache; only the new entry was translated.
     assert [call for call in models.calls if call[0] == "to_english"] == [
-        ("to_english", "Merci de demander !")
+        ("to_english", "Merci de demander !", "fr")
     ]
     models.calls.clear()
     asyncio.run(pipeline.history_in_english(history))
@@ -326,9 +355,9 @@ def test_a_chat_model_that_goes_quiet_ends_the_turn_within_the_silence_bound():
 def test_a_language_the_service_does_not_speak_is_answered_in_english_and_says_why():
     models = ScriptedModels(REPLY)
     pipeline, recorder = _pipeline(models)
-    start, *deltas, done = _turn(pipeline, "Wie geht es dir heute?")
-    assert start.language == "en" and start.heard == "de" and start.reason == "unserved"
-    assert start.message_en == "Wie geht es dir heute?"  # not sent to the French translator
-    assert not any(call[0] in ("to_english", "to_french") for call in models.calls)
+    start, *deltas, done = _turn(pipeline, "Jak się dzisiaj masz?")
+    assert start.language == "en" and start.heard == "pl" and start.reason == "unserved"
+    assert start.message_en == "Jak się dzisiaj masz?"  # not sent to any translator
+    assert not any(call[0] in ("to_english", "to_user") for call in models.calls)
     assert done.language == "en" and done.reply == "I am fine. Thanks for asking! And you?"
     assert ("turn", "en", "websocket") in recorder.seen

@@ -30,7 +30,7 @@ LIST_VERSION = 1  # of the list as localStorage keeps it
 MAX_IMPORT_TURNS = 1000
 MAX_TITLE_CHARS = 80
 UNTITLED = "New conversation"
-_LANGUAGE = re.compile(r"[a-z]{2,3}")
+LANGUAGE_CODE = re.compile(r"[a-z]{2,3}")  # a stored turn's language
 
 
 class ConversationError(ChatServiceError):
@@ -58,7 +58,7 @@ def clean_turns(data: Any) -> list[StoredTurn]:
         if not isinstance(raw, dict) or not all(isinstance(raw.get(f), str) for f in TEXT_FIELDS):
             raise ValueError(f"turn {number} lacks one of {', '.join(TEXT_FIELDS)}")
         language = raw.get("language", "en")
-        if not isinstance(language, str) or not _LANGUAGE.fullmatch(language):
+        if not isinstance(language, str) or not LANGUAGE_CODE.fullmatch(language):
             raise ValueError(f"turn {number} has no valid language code")
         turn: StoredTurn = {name: raw[name] for name in TEXT_FIELDS} | {"language": language}
         if raw.get("stopped") is True:

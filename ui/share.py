@@ -13,6 +13,7 @@ import zlib
 from typing import Any
 
 from serving.errors import ChatServiceError
+from ui.conversations import LANGUAGE_CODE
 
 FRAGMENT_KEY = "shared"
 MAX_LINK_CHARS = 60_000  # long links break in chat apps and mail clients well before browsers
@@ -25,12 +26,17 @@ class ShareError(ChatServiceError):
     http_status = 400
 
 
+def _language(code: Any) -> str:
+    """A turn's language code as a link carries it; anything else reads as English."""
+    return code if isinstance(code, str) and LANGUAGE_CODE.fullmatch(code) else "en"
+
+
 def encode(turns: list[dict[str, Any]]) -> str:
     """The fragment token for ``turns`` (what the person saw, and the English side)."""
     kept = [
         {
             **{field: str(turn.get(field, "")) for field in _FIELDS},
-            "language": "fr" if turn.get("language") == "fr" else "en",
+            "language": _language(turn.get("language")),
             "stopped": bool(turn.get("stopped")),
         }
         for turn in turns
@@ -68,7 +74,7 @@ def decode(token: str) -> list[dict[str, Any]]:
         turns.append(
             {
                 **{field: turn[field] for field in _FIELDS},
-                "language": "fr" if turn.get("language") == "fr" else "en",
+                "language": _language(turn.get("language")),
                 "stopped": turn.get("stopped") is True,
             }
         )

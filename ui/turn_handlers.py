@@ -101,7 +101,7 @@ class TurnHandlers:
                 elif isinstance(event, DeltaEvent):
                     pending["assistant"] += event.text
                     pending["assistant_en"] += (
-                        event.text_en or "" if pending["language"] == "fr" else event.text
+                        event.text_en or "" if pending["language"] != "en" else event.text
                     )
                     shown[-1] = {"role": "assistant", "content": pending["assistant"]}
                     yield (shown, *UNCHANGED[1:]) if on_screen() else UNCHANGED

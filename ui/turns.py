@@ -16,14 +16,15 @@ TEXT_FIELDS = ("user", "assistant", "user_en", "assistant_en")
 def to_messages(turns: list[StoredTurn]) -> list[dict[str, Any]]:
     """What the chat window shows: the conversation in the person's own language.
 
-    A French turn also gets a closed "English original" fold with what the model read and wrote.
+    A translated turn (French, German...) also gets a closed "English original" fold with what
+    the model read and wrote.
     """
     messages: list[dict[str, Any]] = []
     for turn in turns:
         reply = turn["assistant"] + (STOPPED_MARK if turn.get("stopped") else "")
         messages.append({"role": "user", "content": turn["user"]})
         messages.append({"role": "assistant", "content": reply})
-        if turn.get("language") == "fr":
+        if turn.get("language", "en") != "en":
             english = f"**You:** {turn['user_en']}\n\n**Assistant:** {turn['assistant_en']}"
             messages.append(
                 {

@@ -1,9 +1,9 @@
 """The user languages the service can speak: one YAML file per language, beside this module.
 
 Each file holds the language's names, the few-shot examples that the causal translator is
-prompted with (both directions), the abbreviations that do not end a sentence, the page's
-examples, and the seed profile's Marian models. All text was written for this project
-(README.md here).
+prompted with (both directions), the abbreviations that do not end a sentence, and the page's
+examples. Which model translates a language is the profiles' business. All text was written
+for this project (README.md here).
 """
 
 from __future__ import annotations
@@ -21,18 +21,6 @@ FOLDER = Path(__file__).parent
 ENGLISH = "en"  # the chat model's language: every other language is translated to and from it
 
 
-class MarianModel(StrictModel):
-    model: str = Field(description="A Hugging Face id (Helsinki-NLP/opus-mt-...).")
-    target_token: str | None = Field(
-        None, description="What a multi-target model needs before each sentence (>>por<<)."
-    )
-
-
-class MarianPair(StrictModel):
-    to_english: MarianModel
-    from_english: MarianModel
-
-
 class LanguageSpec(StrictModel):
     code: str = Field(pattern=r"^[a-z]{2}$", description="ISO 639-1 code.")
     name: str = Field(description="English name, as few-shot prompts label the language.")
@@ -42,8 +30,12 @@ class LanguageSpec(StrictModel):
     examples: list[tuple[str, str]] = Field(
         min_length=2, description="(this language, English) pairs: the few-shot examples."
     )
-    abbreviations: list[str] = Field(default_factory=list)
-    marian: MarianPair
+    abbreviations: list[str] = Field(
+        default_factory=list, description="Lowercase words whose period does not end a sentence."
+    )
+    ordinal_dot: bool = Field(
+        False, description="A number's period marks an ordinal ('am 3. Mai'), not a sentence end."
+    )
 
     @property
     def to_english_examples(self) -> list[tuple[str, str]]:

@@ -113,12 +113,12 @@ def tiny_config(
             "generation": generation,
             "deployment": small,
         },
-        "translate_fr_en": {
+        "translate_to_english": {
             "model": {"source": str(seq2seq), "threads": 1},
             "generation": generation,
             "deployment": small,
         },
-        "translate_en_fr": {
+        "translate_from_english": {
             "model": {"source": causal_source, "threads": 1, "engine": engine},
             "generation": generation,
             "deployment": small,
