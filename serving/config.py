@@ -144,7 +144,7 @@ class RouterSettings(StrictModel):
         300,
         ge=20,
         description=(
-            "French replies are translated sentence by sentence as the English streams; a "
+            "Translated replies go sentence by sentence as the English streams; a "
             "sentence still open after this many characters is translated in clauses."
         ),
     )

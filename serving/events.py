@@ -42,7 +42,7 @@ class StartEvent(_Event):
 class DeltaEvent(_Event):
     """The next piece of the reply, in the person's language.
 
-    On French turns the first piece of each sentence also carries that sentence in English.
+    On translated turns the first piece of each sentence also carries that sentence in English.
     """
 
     type: Literal["delta"] = "delta"
@@ -95,7 +95,7 @@ def parse_event(raw: str | bytes | dict) -> Event:
 
 
 class StoredTurn(TypedDict):
-    """One exchange as the page keeps it: what the person wrote and read, and, for a French
+    """One exchange as the page keeps it: what the person wrote and read, and, for a translated
     turn, what the model read and wrote in English, so nothing is translated twice."""
 
     user: str

@@ -2,7 +2,8 @@
 
 The routes live on the Router (``serving.router``); this module only converts, so it is tested
 without Serve. A client of this API sends its history in its own language (the OpenAI protocol
-has no English side), so the router translates French history entries to English itself.
+has no English side), so the router translates history entries in a served language to English
+itself.
 """
 
 from __future__ import annotations

@@ -211,7 +211,7 @@ class Router:
     async def openai_chat(self, request: Request):
         """OpenAI-compatible chat completions, streamed as server-sent events or whole.
 
-        French is detected and translated as on the WebSocket. Failures before the first
+        Served languages are detected and translated as on the WebSocket. Failures before the first
         chunk are HTTP errors in OpenAI's shape; a failure mid-stream is an ``error`` event.
         """
         completion = Completion(self.settings.model_name)

@@ -81,3 +81,22 @@ def test_run_on_text_is_cut_into_short_clauses_and_loses_nothing(text, limit):
     if rest := buffer.flush():
         sentences.append(rest)
     assert _letters(sentences) == _letters([text])
+
+
+def test_each_language_cuts_with_its_own_abbreviations_and_ordinals():
+    from serving.sentences import Sentences
+
+    german = "Wir treffen uns am 3. Oktober, z.B. im Park. Bis dann!"
+    assert split_sentences(german, Sentences.of("de")) == [
+        "Wir treffen uns am 3. Oktober, z.B. im Park.",
+        "Bis dann!",
+    ]
+    assert split_sentences(german)[0] == "Wir treffen uns am 3."  # English rules: no ordinals
+    spanish = "¿Qué tal? ¡Hola! Vivo en la Av. Central. Le dije que no. Vale."
+    assert split_sentences(spanish, Sentences.of("es")) == [
+        "¿Qué tal?",
+        "¡Hola!",
+        "Vivo en la Av. Central.",
+        "Le dije que no.",  # English's "No." (number) is not Spanish's
+        "Vale.",
+    ]

@@ -34,12 +34,13 @@ def test_history_sent_to_the_model_is_the_english_side():
     assert to_messages(TURNS)[1] == {"role": "assistant", "content": "Bonjour !"}
 
 
-def test_a_french_turn_shows_its_english_original_in_a_closed_fold():
-    messages = to_messages([FRENCH, ENGLISH])
-    assert len(messages) == 5  # the English turn has no fold
-    fold = messages[2]
-    assert fold["metadata"] == {"title": ENGLISH_ORIGINAL, "status": "done"}
-    assert "Hi" in fold["content"] and "Hello!" in fold["content"]
+def test_a_translated_turn_shows_its_english_original_in_a_closed_fold():
+    german = {**FRENCH, "user": "Hallo", "assistant": "Hallo!", "language": "de"}
+    messages = to_messages([FRENCH, ENGLISH, german])
+    assert len(messages) == 8  # the English turn has no fold
+    for fold in (messages[2], messages[7]):
+        assert fold["metadata"] == {"title": ENGLISH_ORIGINAL, "status": "done"}
+        assert "Hi" in fold["content"] and "Hello!" in fold["content"]
 
 
 def test_messages_map_back_to_their_turns():
@@ -53,9 +54,9 @@ def test_a_stopped_reply_is_marked_and_trimming_is_announced():
     assert to_messages([stopped])[1]["content"].endswith("*(stopped)*")
     assert "first 6 messages" in notice_for([FRENCH, stopped])
     assert notice_for([FRENCH]) == "" and notice_for([]) == ""
-    german = {**FRENCH, "language": "en", "heard": "de", "reason": "unserved"}
-    assert "German is not one of the languages" in notice_for([german])
-    assert "too short" in notice_for([{**german, "heard": None, "reason": "unsure"}])
+    polish = {**FRENCH, "language": "en", "heard": "pl", "reason": "unserved"}
+    assert "Polish is not one of the languages" in notice_for([polish])
+    assert "too short" in notice_for([{**polish, "heard": None, "reason": "unsure"}])
 
 
 def test_a_halt_ends_a_waiting_stream_at_once_and_closes_it():
@@ -190,10 +191,12 @@ def test_blank_message_is_kept_out_and_nothing_is_lost(client: Client):
 
 def test_a_conversation_survives_the_trip_through_a_link():
     stopped = {**ENGLISH, "stopped": True, "history_dropped": 4}
-    token = encode([FRENCH, stopped])
+    dutch = {**FRENCH, "user": "Hoi", "assistant": "Hallo!", "language": "nl"}
+    token = encode([FRENCH, stopped, dutch])
     assert token_in(f"#shared={token}") == token and token_in("#other") is None
     turns = decode(token)
-    assert to_messages(turns) == to_messages([FRENCH, stopped])  # what the reader sees
+    assert to_messages(turns) == to_messages([FRENCH, stopped, dutch])  # what the reader sees
+    assert [turn["language"] for turn in turns] == ["fr", "en", "nl"]
     assert "history_dropped" not in turns[1]  # only what is shown travels
 
 
