@@ -258,8 +258,16 @@ class AppConfig(StrictModel):
 
     @model_validator(mode="after")
     def _translated(self) -> AppConfig:
+        from serving.languages import known_languages
+
         for direction in DIRECTIONS:
             name = f"translate_{direction}"
+            for code in self.translator(direction).per_language:
+                if code not in known_languages():
+                    raise ValueError(
+                        f"{name}.per_language: '{code}' is not a language this service knows "
+                        f"(serving/languages/ has {', '.join(known_languages())})"
+                    )
             for code in self.languages:
                 if self.translator(direction).for_language(code) is None:
                     raise ValueError(

@@ -97,6 +97,9 @@ def test_languages_are_checked_against_the_language_files_and_the_translators():
     message = str(raised.value)
     assert "'de' has no translator: translate_from_english has neither" in message
     assert "per_language.de" in message and "{'" not in message  # no dump of the settings
+    typo = {"translate_to_english": {"per_language": {"dee": {"model": {"source": "x"}}}}}
+    with pytest.raises(ConfigError, match="translate_to_english.per_language: 'dee' is not"):
+        load_config(overrides=typo)
     with pytest.raises(ConfigError, match="detector.known: .*no language zz"):
         load_config(overrides={"detector": {"known": ["de", "zz"]}})
     with pytest.raises(ConfigError, match="detector.min_confidence"):
