@@ -11,7 +11,7 @@ from serving.config import AppConfig, load_config
 from serving.testing.graphs import deploy_graph
 from serving.testing.probes import app_memory_mib
 
-ROLES = ("chat", "translate_to_english", "translate_from_english")
+ROLES = ("chat", "translator")
 
 
 def bench_config(args: argparse.Namespace, port: int, workdir: Path, engine: str) -> AppConfig:

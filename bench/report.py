@@ -90,10 +90,7 @@ def _engines(results: dict[str, Any]) -> list[str]:
         startup, memory, tr = found["startup"], found["memory"], found["translation"]
         rows.append(
             [engine]
-            + [
-                f"{tr[name]['p50_s']:.2f} s"
-                for name in ("TranslatorToEnglish", "TranslatorFromEnglish")
-            ]
+            + [f"{tr[direction]['p50_s']:.2f} s" for direction in ("fr-en", "en-fr")]
             + [f"{startup['first_deploy_to_healthy_s']:.1f} s ({startup['first_deploy_cache']})"]
             + [f"{startup['cached_deploy_to_healthy_s']:.1f} s"]
             + [f"{memory['total_mib']} MiB ({memory['processes']} processes)"]

@@ -139,8 +139,8 @@ def compare(engines: dict[str, Any]) -> dict[str, float]:
 
     return {
         "websocket_decode_tokens_per_s": ratio(["layers", "websocket", "decode_tokens_per_s"]),
-        "translation_en_fr_speedup": ratio(["translation", "TranslatorFromEnglish", "p50_s"], True),
-        "translation_fr_en_speedup": ratio(["translation", "TranslatorToEnglish", "p50_s"], True),
+        "translation_en_fr_speedup": ratio(["translation", "en-fr", "p50_s"], True),
+        "translation_fr_en_speedup": ratio(["translation", "fr-en", "p50_s"], True),
         "aggregate_tokens_per_s_at_8": ratio(["concurrency", "8", "aggregate_tokens_per_s"])
         if "8" in fast["concurrency"]
         else float("nan"),

@@ -88,17 +88,19 @@ async def layers(config: AppConfig, base_url: str, args: argparse.Namespace) -> 
 
 
 async def translation(args: argparse.Namespace) -> dict[str, Any]:
-    """One French sentence at a time through each translator's handle: seconds per sentence."""
+    """One sentence at a time through the translator's handle, French to English and back:
+    seconds per sentence."""
+    handle = _handle("Translator")
     rows = {}
-    for name, sentences in (("TranslatorToEnglish", FRENCH), ("TranslatorFromEnglish", ENGLISH)):
-        handle = _handle(name)
-        await handle.translate.remote(sentences[0], "fr")  # warm up
+    for direction, sentences in (("fr-en", FRENCH), ("en-fr", ENGLISH)):
+        source, target = direction.split("-")
+        await handle.translate.remote(sentences[0], source, target)  # warm up
         times = []
         for sentence in (sentences * 4)[: args.sentences]:
             started = time.perf_counter()
-            await handle.translate.remote(sentence, "fr")
+            await handle.translate.remote(sentence, source, target)
             times.append(time.perf_counter() - started)
-        rows[name] = {"sentences": len(times), "p50_s": percentile(times, 0.5)}
+        rows[direction] = {"sentences": len(times), "p50_s": percentile(times, 0.5)}
     return rows
 
 
@@ -147,8 +149,8 @@ async def french(base_url: str, args: argparse.Namespace) -> dict[str, Any]:
     """
     import websockets
 
-    detector, to_english = _handle("LanguageDetector"), _handle("TranslatorToEnglish")
-    from_english, chat = _handle("TranslatorFromEnglish"), _handle("ChatModel", stream=True)
+    detector, translator = _handle("LanguageDetector"), _handle("Translator")
+    chat = _handle("ChatModel", stream=True)
     rows = []
     for prompt in (FRENCH * 4)[: args.french]:
         events: list[Event] = []
@@ -156,11 +158,11 @@ async def french(base_url: str, args: argparse.Namespace) -> dict[str, Any]:
             streamed = await timed(socket_pieces(socket_, prompt, events))
         started = time.perf_counter()
         await detector.detect.remote(prompt)
-        message_en = await to_english.translate.remote(prompt, "fr")
+        message_en = await translator.translate.remote(prompt, "fr", "en")
         reply = ChatReply(chat.stream.remote([], message_en))
         await reply.prompt()
         reply_en = "".join([piece async for piece in reply.texts()]).strip()
-        await from_english.translate.remote(reply_en, "fr")
+        await translator.translate.remote(reply_en, "en", "fr")
         after = time.perf_counter() - started
         done = events[-1]
         rows.append(

@@ -45,13 +45,13 @@ def read_pairs(code: str, limit: int | None) -> list[tuple[str, str]]:
 
 
 async def translate_all(
-    translator: Translator, texts: list[str], code: str, at_once: int
+    translator: Translator, texts: list[str], source: str, target: str, at_once: int
 ) -> list[str]:
     gate = asyncio.Semaphore(at_once)
 
     async def one(text: str) -> str:
         async with gate:
-            return await translator.translate(text, code)
+            return await translator.translate(text, source, target)
 
     return await asyncio.gather(*(one(text) for text in texts))
 
@@ -81,7 +81,7 @@ async def evaluate(args: argparse.Namespace) -> dict:
     from lingua import LanguageDetectorBuilder
 
     config = load_config("offline")
-    settings = config.translate_to_english  # the offline profile: one model, both directions
+    settings = config.translator  # the offline profile's: one model, every language, both ways
     spec = settings.model
     started = time.monotonic()
     engine = load_engine(spec, settings.batching, Sampling.of(settings.generation))
@@ -89,10 +89,7 @@ async def evaluate(args: argparse.Namespace) -> dict:
     judge = LanguageDetectorBuilder.from_all_languages().with_preloaded_language_models().build()
     detector = LanguageDetector(config.detector, served=known_languages())
 
-    def translator(direction: str) -> Translator:  # as the service runs it, on one engine
-        return Translator(settings, direction, args.languages, engine=lambda *_: engine)
-
-    to_en, from_en = translator("to_english"), translator("from_english")
+    translator = Translator(settings, args.languages, engine=lambda *_: engine)  # as served
 
     results = {}
     for code in args.languages:
@@ -100,8 +97,8 @@ async def evaluate(args: argparse.Namespace) -> dict:
         pairs = read_pairs(code, args.limit)
         sources, english = [p[0] for p in pairs], [p[1] for p in pairs]
         clock = time.monotonic()
-        hyp_en = await translate_all(to_en, sources, code, args.at_once)
-        hyp_xx = await translate_all(from_en, english, code, args.at_once)
+        hyp_en = await translate_all(translator, sources, code, "en", args.at_once)
+        hyp_xx = await translate_all(translator, english, "en", code, args.at_once)
         read_as = [judge.detect_language_of(text) for text in hyp_xx]
         in_language = [
             found is not None and found.iso_code_639_1.name.lower() == code for found in read_as

@@ -47,8 +47,7 @@ def deployment_settings(config: AppConfig) -> dict[str, dict[str, DeploymentSett
         "ui": {"ChatUI": config.ui.deployment},
         "api": {
             "LanguageDetector": config.detector.deployment,
-            "TranslatorToEnglish": config.translate_to_english.deployment,
-            "TranslatorFromEnglish": config.translate_from_english.deployment,
+            "Translator": config.translator.deployment,
             "ChatModel": config.chat.deployment,
             "Router": config.router.deployment,
         },
@@ -65,18 +64,10 @@ def build_api(config: AppConfig) -> Application:
     detector = deployment(LanguageDetector, "LanguageDetector").bind(
         config.detector, config.languages
     )
-    to_english, from_english = (
-        deployment(Translator, name).bind(config.translator(direction), direction, config.languages)
-        for name, direction in (
-            ("TranslatorToEnglish", "to_english"),
-            ("TranslatorFromEnglish", "from_english"),
-        )
-    )
+    translator = deployment(Translator, "Translator").bind(config.translator, config.languages)
     chat = deployment(ChatModel, "ChatModel").bind(config.chat)
     token = access_token(config)
-    return deployment(Router, "Router").bind(
-        detector, to_english, from_english, chat, config.router, token
-    )
+    return deployment(Router, "Router").bind(detector, translator, chat, config.router, token)
 
 
 def build_ui(config: AppConfig) -> Application:

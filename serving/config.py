@@ -19,11 +19,11 @@ from serving.model_config import (
 )
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
-DIRECTIONS = ("to_english", "from_english")  # the two translator deployments
+DIRECTIONS = ("to_english", "from_english")
 
 
 class LanguageModel(StrictModel):
-    """One language's own model in a translator (the seed profile's Marian pairs)."""
+    """A model of one language's own, in one direction (the seed profile's Marian models)."""
 
     model: ModelSpec
     prefix: str = Field(
@@ -35,18 +35,26 @@ class LanguageModel(StrictModel):
     )
 
 
-class TranslatorSettings(StrictModel):
-    """One direction's translator: English to the user's language, or back.
+class LanguageModels(StrictModel):
+    """A language's own models; a direction left out uses the translator's ``model``."""
 
-    A language with a model of its own in ``per_language`` uses it; every other served language
-    uses ``model``. A causal ``model`` is prompted few-shot with the language's examples from
-    serving/languages/ (no prompt is written per language here); a seq2seq one gets the text.
+    to_english: LanguageModel | None = None
+    from_english: LanguageModel | None = None
+
+
+class TranslatorSettings(StrictModel):
+    """The translator: every served language, to English and back, in one deployment.
+
+    A language with a model of its own in ``per_language`` uses it; otherwise it uses ``model``,
+    which a causal LM runs few-shot with the language's examples from serving/languages/ (no
+    prompt is written per language here). Where languages and directions share a model, they
+    share one engine: the offline profile loads one Gemma for all of them.
     """
 
     model: ModelSpec | None = Field(
-        None, description="The model for every served language without one in per_language."
+        None, description="The model for every language and direction without one of its own."
     )
-    per_language: dict[str, LanguageModel] = Field(
+    per_language: dict[str, LanguageModels] = Field(
         default_factory=dict, description="Models for single languages, by ISO 639-1 code."
     )
     generation: GenerationSettings = Field(
@@ -55,10 +63,12 @@ class TranslatorSettings(StrictModel):
     batching: BatchSettings = Field(default_factory=BatchSettings)
     deployment: DeploymentSettings = Field(default_factory=DeploymentSettings)
 
-    def for_language(self, code: str) -> LanguageModel | None:
-        """The model that translates ``code`` (and its prefix), or None when there is none."""
-        if code in self.per_language:
-            return self.per_language[code]
+    def for_language(self, code: str, direction: str) -> LanguageModel | None:
+        """The model that translates ``code`` in ``direction`` ("to_english" or
+        "from_english"), with its prefix, or None when there is none."""
+        own = self.per_language.get(code)
+        if own is not None and getattr(own, direction) is not None:
+            return getattr(own, direction)
         return LanguageModel(model=self.model) if self.model is not None else None
 
 
@@ -237,8 +247,7 @@ class AppConfig(StrictModel):
             "each needs a file in serving/languages/ and a translator both ways."
         ),
     )
-    translate_to_english: TranslatorSettings
-    translate_from_english: TranslatorSettings
+    translator: TranslatorSettings
     chat: ChatSettings
 
     @field_validator("languages")
@@ -260,43 +269,39 @@ class AppConfig(StrictModel):
     def _translated(self) -> AppConfig:
         from serving.languages import known_languages
 
-        for direction in DIRECTIONS:
-            name = f"translate_{direction}"
-            for code in self.translator(direction).per_language:
-                if code not in known_languages():
+        for code in self.translator.per_language:
+            if code not in known_languages():
+                raise ValueError(
+                    f"translator.per_language: '{code}' is not a language this service knows "
+                    f"(serving/languages/ has {', '.join(known_languages())})"
+                )
+        for code in self.languages:
+            for direction in DIRECTIONS:
+                if self.translator.for_language(code, direction) is None:
                     raise ValueError(
-                        f"{name}.per_language: '{code}' is not a language this service knows "
-                        f"(serving/languages/ has {', '.join(known_languages())})"
-                    )
-            for code in self.languages:
-                if self.translator(direction).for_language(code) is None:
-                    raise ValueError(
-                        f"languages: '{code}' has no translator: {name} has neither a model "
-                        f"for every language (model) nor one for it (per_language.{code})"
+                        f"languages: '{code}' has no translator {direction[:-8]} English: "
+                        f"set translator.model (every language) or "
+                        f"translator.per_language.{code}.{direction}"
                     )
         return self
-
-    def translator(self, direction: str) -> TranslatorSettings:
-        """The settings of the translator ``direction`` ("to_english" or "from_english")."""
-        return getattr(self, f"translate_{direction}")
 
     @property
     def api_url(self) -> str:
         return self.ui.api_url or f"ws://127.0.0.1:{self.http.port}/api/chat"
 
     def models(self) -> dict[str, ModelSpec]:
-        """Every model the graph loads, by where its settings are: the chat model, and each
-        served language's translators (``translate_to_english`` when the language shares the
-        direction's model, ``translate_to_english.per_language.de`` when it has its own)."""
+        """Every model the graph loads, by where its settings are: the chat model, the
+        translator's shared model, and each served language's own
+        (``translator.per_language.de.to_english``)."""
         models = {"chat": self.chat.model}
-        for direction in DIRECTIONS:
-            settings = self.translator(direction)
-            for code in self.languages:
-                if code in settings.per_language:
-                    path = f"translate_{direction}.per_language.{code}"
-                    models[path] = settings.per_language[code].model
-                elif settings.model is not None:
-                    models[f"translate_{direction}"] = settings.model
+        for code in self.languages:
+            for direction in DIRECTIONS:
+                own = self.translator.per_language.get(code)
+                if own is not None and getattr(own, direction) is not None:
+                    path = f"translator.per_language.{code}.{direction}"
+                    models[path] = getattr(own, direction).model
+                elif self.translator.model is not None:
+                    models["translator"] = self.translator.model
         return models
 
 

@@ -90,8 +90,7 @@ class Router:
     def __init__(
         self,
         detector: DeploymentHandle,
-        to_english: DeploymentHandle,
-        from_english: DeploymentHandle,
+        translator: DeploymentHandle,
         chat: DeploymentHandle,
         settings: RouterSettings,
         token: str | None = None,
@@ -99,9 +98,7 @@ class Router:
         self.settings = settings
         self.token = token  # None: no credentials needed (loopback, or security.auth off)
         self.metrics = ChatMetrics()
-        self.turns = TurnPipeline(
-            ServeModels(detector, to_english, from_english, chat), settings, self.metrics
-        )
+        self.turns = TurnPipeline(ServeModels(detector, translator, chat), settings, self.metrics)
         self.started = int(time.time())
 
     def _check_token(self, connection: HTTPConnection) -> None:

@@ -1,9 +1,9 @@
-"""Translator deployment: one class, bound twice in the graph (to English, and from English).
+"""Translator deployment: every served language, to English and from English.
 
-Each binding serves every language of the config: a language with a model of its own (the seed
-profile's Marian pairs) uses it, the others share the direction's model, which a causal LM runs
-few-shot with the language's examples from serving/languages/. Languages that name the same
-model share one engine.
+A language with a model of its own (the seed profile's Marian pairs) uses it; the others share
+the translator's model, which a causal LM runs few-shot with the language's examples from
+serving/languages/. Languages and directions that name the same model share one engine, so the
+offline profile loads one Gemma for all of them.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from serving.config import TranslatorSettings
+from serving.config import DIRECTIONS, TranslatorSettings
 from serving.engine import Engine, EngineDeployment, Sampling, Usage, load_engine
 from serving.errors import InvalidRequestError
-from serving.languages import ENGLISH, LanguageSpec, language
+from serving.languages import ENGLISH, language
 from serving.model_config import ModelSpec
 from serving.sentences import Sentences, separator_after, split_sentences
 
@@ -31,9 +31,8 @@ Direction = Literal["to_english", "from_english"]
 
 @dataclass(frozen=True)
 class Route:
-    """How one language is translated in this direction."""
+    """How one language is translated in one direction."""
 
-    spec: LanguageSpec
     engine: Engine
     model: ModelSpec
     prefix: str  # before each sentence, for a seq2seq model
@@ -44,56 +43,66 @@ class Route:
 
 
 class Translator(EngineDeployment):
-    """Translates text sentence by sentence with a seq2seq model or a few-shot causal LM."""
+    """Translates between English and every served language, sentence by sentence, with
+    seq2seq models or few-shot causal LMs."""
 
     def __init__(
         self,
         settings: TranslatorSettings,
-        direction: Direction,
         languages: list[str],
         engine: Callable[..., Engine] = load_engine,
     ):
         self.settings = settings
-        self.direction = direction
         self.sampling = Sampling.of(settings.generation)
         engines: dict[str, Engine] = {}
-        self.routes: dict[str, Route] = {}
+        self.routes: dict[tuple[str, Direction], Route] = {}
         for code in languages:
-            chosen = settings.for_language(code)
-            if chosen is None:
-                raise InvalidRequestError(f"translate_{direction} has no model for '{code}'.")
-            key = chosen.model.model_dump_json()
-            if key not in engines:
-                engines[key] = engine(chosen.model, settings.batching, self.sampling)
-            spec = language(code)
-            to_english = direction == "to_english"
-            self.routes[code] = Route(
-                spec=spec,
-                engine=engines[key],
-                model=chosen.model,
-                prefix=chosen.prefix,
-                source_name=spec.name if to_english else "English",
-                target_name="English" if to_english else spec.name,
-                examples=spec.to_english_examples if to_english else spec.from_english_examples,
-                source_rules=Sentences.of(code if to_english else ENGLISH),
-            )
+            for direction in DIRECTIONS:
+                self.routes[code, direction] = self._route(code, direction, engine, engines)
         self.engines = list(engines.values())
 
-    def route(self, code: str) -> Route:
-        if code not in self.routes:
-            raise InvalidRequestError(
-                f"'{code}' is not translated here; served: {', '.join(self.routes) or 'none'}."
-            )
-        return self.routes[code]
+    def _route(
+        self, code: str, direction: Direction, load: Callable[..., Engine], engines: dict
+    ) -> Route:
+        """``code`` in ``direction``, on its model's engine (loaded once, kept in ``engines``)."""
+        chosen = self.settings.for_language(code, direction)
+        if chosen is None:
+            raise InvalidRequestError(f"The translator has no model for '{code}' {direction}.")
+        key = chosen.model.model_dump_json()
+        if key not in engines:
+            engines[key] = load(chosen.model, self.settings.batching, self.sampling)
+        spec = language(code)
+        to_english = direction == "to_english"
+        return Route(
+            engine=engines[key],
+            model=chosen.model,
+            prefix=chosen.prefix,
+            source_name=spec.name if to_english else "English",
+            target_name="English" if to_english else spec.name,
+            examples=spec.to_english_examples if to_english else spec.from_english_examples,
+            source_rules=Sentences.of(code if to_english else ENGLISH),
+        )
 
-    def prompt(self, sentence: str, code: str) -> list[int]:
+    def route(self, source: str, target: str) -> Route:
+        """The way from ``source`` to ``target``: one of them English, the other served."""
+        if target == ENGLISH and (source, "to_english") in self.routes:
+            return self.routes[source, "to_english"]
+        if source == ENGLISH and (target, "from_english") in self.routes:
+            return self.routes[target, "from_english"]
+        served = sorted({code for code, _ in self.routes})
+        raise InvalidRequestError(
+            f"No translation from '{source}' to '{target}' here: it translates English and "
+            f"{', '.join(served) or 'no other language'}, both ways."
+        )
+
+    def prompt(self, sentence: str, source: str, target: str) -> list[int]:
         """Token ids that ask for ``sentence`` in the target language.
 
         A causal model gets the language's few-shot examples first: the same prefix for every
         sentence of that language, so an engine that keeps a prompt's KV cache (llama.cpp) reads
         it once. Examples that do not fit go first, the oldest first; the sentence is kept.
         """
-        route = self.route(code)
+        route = self.route(source, target)
         engine = route.engine
         limit = route.model.max_input_tokens or engine.context_limit
         if engine.is_encoder_decoder:
@@ -110,9 +119,9 @@ class Translator(EngineDeployment):
                 return ids
         return ids[-limit:]
 
-    async def stream_sentence(self, sentence: str, code: str) -> AsyncIterator[str]:
+    async def stream_sentence(self, sentence: str, source: str, target: str) -> AsyncIterator[str]:
         """One sentence's translation as it is generated (the router cuts the sentences)."""
-        engine = self.route(code).engine
+        engine = self.route(source, target).engine
         marker = _MARKER.match(sentence)
         if marker:
             yield marker.group(0).strip() + " "
@@ -120,7 +129,7 @@ class Translator(EngineDeployment):
         sentence = sentence.replace("**", "").strip()  # markdown emphasis confuses small models
         if not sentence:
             return
-        prompt = self.prompt(sentence, code)
+        prompt = self.prompt(sentence, source, target)
         # A translation is about as long as its source: a cap stops a model that runs on.
         source_tokens = len(engine.encode(sentence, special=False))
         sampling = self.sampling.capped(2 * source_tokens + 16)
@@ -141,25 +150,30 @@ class Translator(EngineDeployment):
                     started = True
                     yield piece
 
-    async def stream(self, text: str, code: str) -> AsyncIterator[str]:
+    async def stream(self, text: str, source: str, target: str) -> AsyncIterator[str]:
         """A whole text's translation as it is generated, one sentence after another."""
         previous = None
-        for sentence in split_sentences(text, self.route(code).source_rules):
+        for sentence in split_sentences(text, self.route(source, target).source_rules):
             if previous is not None:
                 yield separator_after(previous)
-            async for piece in self.stream_sentence(sentence, code):
+            async for piece in self.stream_sentence(sentence, source, target):
                 yield piece
             previous = sentence
 
-    async def translate(self, text: str, code: str) -> str:
-        return "".join([piece async for piece in self.stream(text, code)]).strip()
+    async def translate(self, text: str, source: str, target: str) -> str:
+        """``text`` in ``source`` (a language code) translated to ``target``, whole."""
+        return "".join([piece async for piece in self.stream(text, source, target)]).strip()
 
     async def check_health(self) -> None:
         """Serve replaces this replica when one of its models no longer gives usable output."""
         for engine in self.engines:
             await asyncio.to_thread(engine.probe)
 
-    def activity(self) -> dict[str, int]:
+    def activity(self, source: str | None = None, target: str | None = None) -> dict[str, int]:
+        """Generations running now and decoding steps so far: of every model, or of the one
+        that translates ``source`` to ``target``."""
+        if source is not None and target is not None:
+            return self.route(source, target).engine.activity()
         total: Counter[str] = Counter()
         for engine in self.engines:
             total.update(engine.activity())

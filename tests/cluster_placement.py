@@ -22,8 +22,7 @@ from tests.support import post_chat
 
 DEPLOYMENTS = (
     "LanguageDetector",
-    "TranslatorToEnglish",
-    "TranslatorFromEnglish",
+    "Translator",
     "ChatModel",
     "Router",
 )
@@ -43,7 +42,7 @@ def main(causal: str, seq2seq: str) -> None:
             Path(causal),
             Path(seq2seq),
             port,
-            extra={"translate_from_english": {"deployment": placed}},
+            extra={"translator": {"deployment": placed}},
         )
         base = deploy_graph(config, parts=["api"], timeout=180)
         turn = post_chat(base, "Bonjour, comment allez-vous ?").json()

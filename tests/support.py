@@ -117,13 +117,14 @@ def post_chat(base_url: str, message: str, token: str | None = None, **fields) -
 # --- what the replicas and Ray's metrics say ---
 
 
-def activity(deployment: str, app_name: str = "api") -> dict[str, int]:
-    """The generation counters of ``deployment``'s replica (``active``, ``steps``)."""
+def activity(deployment: str, app_name: str = "api", of: tuple[str, ...] = ()) -> dict[str, int]:
+    """The generation counters of ``deployment``'s replica (``active``, ``steps``); ``of``
+    narrows the translator's to one pair of languages (``("fr", "en")``)."""
     from ray import serve
 
     handle = serve.get_deployment_handle(deployment, app_name=app_name)
     with ThreadPoolExecutor(1) as pool:  # .result() may not run on an event loop's thread
-        return pool.submit(lambda: handle.activity.remote().result()).result()
+        return pool.submit(lambda: handle.activity.remote(*of).result()).result()
 
 
 def metrics_text() -> str:

@@ -139,8 +139,7 @@ def test_healthz_lists_every_deployment(tiny_app: str):
     deployments = response.json()["deployments"]
     for name in [
         "ChatModel",
-        "TranslatorToEnglish",
-        "TranslatorFromEnglish",
+        "Translator",
         "LanguageDetector",
         "Router",
     ]:
@@ -199,7 +198,7 @@ def test_closing_the_socket_mid_reply_stops_the_chat_model_and_the_translator(lo
     assert after_close <= before_close, (
         f"{after_close} steps after the close, {before_close} before"
     )
-    assert _settled_activity("TranslatorFromEnglish")["active"] == 0
+    assert _settled_activity("Translator")["active"] == 0
 
 
 def test_long_history_is_trimmed_and_the_client_is_told(tiny_app: str):

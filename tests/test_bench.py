@@ -36,7 +36,7 @@ def test_bench_runs_on_tiny_models_and_writes_its_results(tmp_path: Path):
         # Like for like: streaming and translate-after-reply got the same English reply.
         french = found["french"]["prompts"]
         assert all(row["same_english_reply"] for row in french), f"{engine}: {french}"
-        assert found["translation"]["TranslatorFromEnglish"]["sentences"] == 2
+        assert found["translation"]["en-fr"]["sentences"] == 2
         assert found["startup"]["cached_deploy_to_healthy_s"] > 0
         assert found["memory"]["peak_mib"] > 100 and found["memory"]["total_mib"] > 100
     # llama.cpp over transformers, as measured above.

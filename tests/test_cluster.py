@@ -29,10 +29,9 @@ def test_a_deployment_asking_for_a_custom_resource_lands_on_the_node_that_has_it
     replicas = result["replicas"]
     assert set(replicas) == {
         "LanguageDetector",
-        "TranslatorToEnglish",
-        "TranslatorFromEnglish",
+        "Translator",
         "ChatModel",
         "Router",
     }
-    assert replicas["TranslatorFromEnglish"] == result["worker"] != result["head"]
+    assert replicas["Translator"] == result["worker"] != result["head"]
     assert result["language"] == "fr" and result["reply"]  # the graph works across the nodes

@@ -87,18 +87,27 @@ def test_languages_are_checked_against_the_language_files_and_the_translators():
         load_config(overrides={"languages": ["fr", "de", "fr"]})
     # The seed profile names a model per language; the offline one shares one model.
     seed = load_config("seed", overrides={"languages": ["fr", "de"]})
-    assert seed.translate_to_english.for_language("de").model.source.endswith("opus-mt-de-en")
+    own = seed.translator.for_language("de", "to_english")
+    assert own.model.source.endswith("opus-mt-de-en")
     assert list(seed.models())[1:3] == [
-        "translate_to_english.per_language.fr",
-        "translate_to_english.per_language.de",
+        "translator.per_language.fr.to_english",
+        "translator.per_language.fr.from_english",
     ]
+    assert list(load_config().models()) == ["chat", "translator"]
     with pytest.raises(ConfigError) as raised:
-        load_config(overrides={"languages": ["de"], "translate_from_english": {"model": None}})
+        load_config(
+            "seed",
+            overrides={
+                "languages": ["de"],
+                "translator": {"per_language": {"de": {"from_english": None}}},
+            },
+        )
     message = str(raised.value)
-    assert "'de' has no translator: translate_from_english has neither" in message
-    assert "per_language.de" in message and "{'" not in message  # no dump of the settings
-    typo = {"translate_to_english": {"per_language": {"dee": {"model": {"source": "x"}}}}}
-    with pytest.raises(ConfigError, match="translate_to_english.per_language: 'dee' is not"):
+    assert "'de' has no translator from English: set translator.model" in message
+    assert "translator.per_language.de.from_english" in message
+    assert "{'" not in message  # no dump of the settings
+    typo = {"translator": {"per_language": {"dee": {"to_english": {"model": {"source": "x"}}}}}}
+    with pytest.raises(ConfigError, match="translator.per_language: 'dee' is not"):
         load_config(overrides=typo)
     with pytest.raises(ConfigError, match="detector.known: .*no language zz"):
         load_config(overrides={"detector": {"known": ["de", "zz"]}})

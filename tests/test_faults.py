@@ -68,7 +68,7 @@ async def _error_within(socket, seconds: float) -> Event:
     ("deployment", "message"),
     [
         ("ChatModel", "Hello, how are you?"),
-        ("TranslatorFromEnglish", "Bonjour, comment allez-vous ?"),
+        ("Translator", "Bonjour, comment allez-vous ?"),
     ],
 )
 def test_a_model_replica_killed_mid_reply_is_an_error_and_the_next_turn_works(
@@ -148,7 +148,7 @@ def test_the_page_keeps_the_conversation_when_the_chat_replica_dies(fault_app: s
     _replaced(fault_app, "ChatModel", killed)
 
 
-@pytest.mark.parametrize("deployment", ["ChatModel", "TranslatorFromEnglish"])
+@pytest.mark.parametrize("deployment", ["ChatModel", "Translator"])
 def test_under_load_a_dead_replica_never_leaves_a_turn_silent(
     request: pytest.FixtureRequest, fault_app: str, deployment: str
 ):

@@ -156,8 +156,8 @@ def test_a_french_conversation_streams_translated_and_its_history_is_translated_
 
     def stream_once() -> tuple[list, int, int]:
         fr_en, en_fr = (
-            _activity("TranslatorToEnglish")["steps"],
-            _activity("TranslatorFromEnglish")["steps"],
+            _activity("Translator", of=("fr", "en"))["steps"],
+            _activity("Translator", of=("en", "fr"))["steps"],
         )
         chunks = list(
             client.chat.completions.create(
@@ -167,8 +167,8 @@ def test_a_french_conversation_streams_translated_and_its_history_is_translated_
                 stream_options={"include_usage": True},
             )
         )
-        fr_en_steps = _activity("TranslatorToEnglish")["steps"] - fr_en
-        en_fr_steps = _activity("TranslatorFromEnglish")["steps"] - en_fr
+        fr_en_steps = _activity("Translator", of=("fr", "en"))["steps"] - fr_en
+        en_fr_steps = _activity("Translator", of=("en", "fr"))["steps"] - en_fr
         return chunks, fr_en_steps, en_fr_steps
 
     chunks, first_fr_en, first_en_fr = stream_once()

@@ -14,7 +14,7 @@ import yaml
 from ray.serve.schema import ServeDeploySchema
 
 from serving.app import _config, deployment_settings
-from serving.config import available_profiles
+from serving.config import available_profiles, load_config
 from serving.serve_config import KUBERAY_FILE, ROOT, SERVE_DIR, all_files, main, serve_config
 from serving.testing.probes import free_port, wait_healthy
 from serving.testing.tiny_models import tiny_config
@@ -42,8 +42,8 @@ def test_each_serve_config_is_valid_and_lists_every_deployment(profile: str, var
             gpus = deployment.ray_actor_options.num_gpus
             wanted = settings.ray_actor_options.num_gpus if variant == "gpu" else 0
             assert gpus == wanted
-    if variant == "gpu" and profile == "offline":  # fractions: three models share one GPU
-        chat = data["applications"][1]["deployments"][3]
+    if variant == "gpu" and profile == "offline":  # fractions: both models share one GPU
+        chat = data["applications"][1]["deployments"][2]
         assert chat["name"] == "ChatModel" and chat["ray_actor_options"]["num_gpus"] == 0.5
 
 
@@ -97,7 +97,12 @@ def test_serve_run_serves_page_and_api_and_serve_status_lists_every_deployment_h
             for app, details in applications.items()
             for name, info in details["deployments"].items()
         }
-        assert len(states) == 6 and set(states.values()) == {"HEALTHY"}, json.dumps(states)
+        every = {
+            f"{app}/{name}"
+            for app, names in deployment_settings(load_config("offline")).items()
+            for name in names
+        }
+        assert set(states) == every and set(states.values()) == {"HEALTHY"}, json.dumps(states)
     finally:
         process.terminate()
         process.wait(timeout=120)

@@ -3,69 +3,76 @@ from pathlib import Path
 
 import pytest
 
-from serving.config import LanguageModel, TranslatorSettings
+from serving.config import LanguageModel, LanguageModels, TranslatorSettings
 from serving.errors import InvalidRequestError
 from serving.languages import language
 from serving.model_config import GenerationSettings, ModelSpec
 from serving.translate import Translator
 
 
-def translator(
-    folder: Path, direction: str = "to_english", languages=("fr",), **per_language
-) -> Translator:
+def translator(folder: Path, languages=("fr",), **per_language) -> Translator:
     return Translator(
         TranslatorSettings(
             model=ModelSpec(source=str(folder)),
             per_language=per_language,
             generation=GenerationSettings(max_new_tokens=10, min_new_tokens=3),
         ),
-        direction,
         list(languages),
     )
 
 
 def test_seq2seq_translates_sentence_by_sentence(tiny_seq2seq: Path):
     own = LanguageModel(model=ModelSpec(source=str(tiny_seq2seq)), prefix=">>por<< ")
-    model = translator(tiny_seq2seq, "from_english", ["fr", "pt"], pt=own)
-    engine = model.routes["pt"].engine
-    assert engine.decode(model.prompt("Hello.", "pt")).startswith(">>por<< Hello.")
-    assert not engine.decode(model.prompt("Hello.", "fr")).startswith(">>")
-    assert asyncio.run(model.translate("Hello. The weather is nice.", "pt"))
+    model = translator(tiny_seq2seq, ["fr", "pt"], pt=LanguageModels(from_english=own))
+    engine = model.route("en", "pt").engine
+    assert engine.decode(model.prompt("Hello.", "en", "pt")).startswith(">>por<< Hello.")
+    assert not engine.decode(model.prompt("Olá.", "pt", "en")).startswith(">>")  # other way
+    assert not engine.decode(model.prompt("Hello.", "en", "fr")).startswith(">>")
+    assert asyncio.run(model.translate("Hello. The weather is nice.", "en", "pt"))
 
 
 def test_causal_few_shot_prompt_uses_the_language_file_s_examples(tiny_chat_source: Path):
-    model = translator(tiny_chat_source, "to_english", ["fr", "de"])
+    model = translator(tiny_chat_source, ["fr", "de"])
     last_de, english = language("de").examples[-1]  # the first ones may not fit a tiny model
-    prompt = model.routes["de"].engine.decode(model.prompt("Danke.", "de"))
+    engine = model.route("de", "en").engine
+    prompt = engine.decode(model.prompt("Danke.", "de", "en"))
     assert prompt.endswith("German: Danke.\nEnglish:")
     assert f"German: {last_de}\nEnglish: {english}\n\n" in prompt
     assert "French:" not in prompt
-    back = translator(tiny_chat_source, "from_english", ["de"])
-    prompt = back.routes["de"].engine.decode(back.prompt("Thanks.", "de"))
+    prompt = engine.decode(model.prompt("Thanks.", "en", "de"))
     assert prompt.endswith("English: Thanks.\nGerman:")
     assert f"English: {english}\nGerman: {last_de}\n\n" in prompt
 
 
-def test_languages_that_share_a_model_share_one_engine(tiny_chat_source: Path):
-    model = translator(tiny_chat_source, "to_english", ["fr", "es", "it"])
+def test_languages_and_directions_that_share_a_model_share_one_engine(
+    tiny_chat_source: Path, tiny_seq2seq: Path
+):
+    model = translator(tiny_chat_source, ["fr", "es", "it"])
     assert len(model.engines) == 1
-    assert model.routes["fr"].engine is model.routes["es"].engine
+    assert model.route("fr", "en").engine is model.route("en", "es").engine
+    own = LanguageModels(to_english=LanguageModel(model=ModelSpec(source=str(tiny_seq2seq))))
+    mixed = translator(tiny_chat_source, ["fr", "es"], fr=own)
+    assert len(mixed.engines) == 2
+    assert mixed.route("fr", "en").engine.is_encoder_decoder
+    assert mixed.route("en", "fr").engine is mixed.route("es", "en").engine  # the shared one
 
 
 def test_a_language_that_is_not_served_is_a_clear_error(tiny_chat_source: Path):
-    model = translator(tiny_chat_source, "to_english", ["fr"])
-    with pytest.raises(InvalidRequestError, match="'de' is not translated here; served: fr"):
-        asyncio.run(model.translate("Guten Tag.", "de"))
+    model = translator(tiny_chat_source, ["fr"])
+    with pytest.raises(InvalidRequestError, match="from 'de' to 'en'.*English and fr, both"):
+        asyncio.run(model.translate("Guten Tag.", "de", "en"))
+    with pytest.raises(InvalidRequestError, match="from 'fr' to 'de'"):
+        asyncio.run(model.translate("Bonjour.", "fr", "de"))
 
 
 def test_examples_that_do_not_fit_go_first_and_the_sentence_stays(tiny_chat_source: Path):
     model = translator(tiny_chat_source)
-    route = model.routes["fr"]
+    route = model.route("fr", "en")
     whole = len(
         route.engine.encode("".join(f"French: {a}\nEnglish: {b}\n\n" for a, b in route.examples))
     )
     route.model.max_input_tokens = whole // 2
-    ids = model.prompt("Merci beaucoup.", "fr")
+    ids = model.prompt("Merci beaucoup.", "fr", "en")
     prompt = route.engine.decode(ids)
     assert len(ids) <= whole // 2 - model.sampling.max_new_tokens
     assert route.examples[0][0] not in prompt and route.examples[-1][0] in prompt
@@ -73,15 +80,17 @@ def test_examples_that_do_not_fit_go_first_and_the_sentence_stays(tiny_chat_sour
 
 
 def test_a_message_is_cut_with_its_own_language_s_rules(tiny_chat_source: Path):
-    model = translator(tiny_chat_source, "to_english", ["de"])
+    model = translator(tiny_chat_source, ["de"])
     cut: list[str] = []
 
-    async def stream_sentence(sentence: str, code: str):
+    async def stream_sentence(sentence: str, source: str, target: str):
         cut.append(sentence)
         yield sentence
 
     model.stream_sentence = stream_sentence
-    asyncio.run(model.translate("Wir treffen uns am 3. Oktober, z.B. im Park. Bis dann!", "de"))
+    asyncio.run(
+        model.translate("Wir treffen uns am 3. Oktober, z.B. im Park. Bis dann!", "de", "en")
+    )
     assert cut == ["Wir treffen uns am 3. Oktober, z.B. im Park.", "Bis dann!"]
 
 
@@ -89,7 +98,7 @@ def test_causal_translation_streams_one_line_per_sentence(tiny_chat_source: Path
     model = translator(tiny_chat_source)
 
     async def pieces() -> list[str]:
-        return [piece async for piece in model.stream("Bonjour. Merci beaucoup.", "fr")]
+        return [piece async for piece in model.stream("Bonjour. Merci beaucoup.", "fr", "en")]
 
     out = asyncio.run(pieces())
     assert " " in out  # the separator between the two translated sentences

@@ -96,10 +96,11 @@ def tiny_config(
     extra: dict | None = None,
     engine: str = "llama.cpp",
 ) -> AppConfig:
-    """The offline profile's graph with tiny models: causal chat, seq2seq and causal translators.
+    """The offline profile's graph with tiny models: a causal chat model, and a translator
+    that runs a causal model for every language and a seq2seq one for French to English.
 
     ``engine``: what runs the causal models. llama.cpp (the offline profile's) gets the tiny
-    Llama as a GGUF file; the seq2seq translator always runs on transformers.
+    Llama as a GGUF file; the seq2seq model always runs on transformers.
     """
     from serving.testing.tiny_gguf import write_gguf
 
@@ -113,13 +114,11 @@ def tiny_config(
             "generation": generation,
             "deployment": small,
         },
-        "translate_to_english": {
-            "model": {"source": str(seq2seq), "threads": 1},
-            "generation": generation,
-            "deployment": small,
-        },
-        "translate_from_english": {
+        # One causal translator for every language and direction, as offline's Gemma, and a
+        # seq2seq model of French's own to English, as seed's Marian pairs: both paths run.
+        "translator": {
             "model": {"source": causal_source, "threads": 1, "engine": engine},
+            "per_language": {"fr": {"to_english": {"model": {"source": str(seq2seq)}}}},
             "generation": generation,
             "deployment": small,
         },
