@@ -15,7 +15,7 @@ import pytest
 import ray
 import websockets
 
-from serving.events import DeltaEvent, ErrorEvent, Event
+from serving.events import DeltaEvent, DoneEvent, ErrorEvent, Event, parse_event
 from serving.testing.probes import wait_healthy
 from serving.testing.tiny_gguf import write_gguf
 from tests.replicas import replica_names
@@ -64,25 +64,19 @@ async def _error_within(socket, seconds: float) -> Event:
     return (await asyncio.wait_for(read_turn(socket), seconds))[-1]
 
 
-@pytest.mark.parametrize(
-    ("deployment", "message"),
-    [
-        ("ChatModel", "Hello, how are you?"),
-        ("Translator", "Bonjour, comment allez-vous ?"),
-    ],
-)
-def test_a_model_replica_killed_mid_reply_is_an_error_and_the_next_turn_works(
-    fault_app: str, deployment: str, message: str
-):
+def test_a_chat_replica_killed_mid_reply_is_an_error_and_the_next_turn_works(fault_app: str):
+    """The chat model streams the whole reply in one call: killed mid-way, that call fails, and
+    the turn ends with a coded error at once (Serve retries no request a replica had taken)."""
+
     async def scenario() -> tuple[Event, float, list[DeltaEvent]]:
         async with websockets.connect(api_ws_url(fault_app)) as socket:
-            await send_turn(socket, message)
+            await send_turn(socket, "Hello, how are you?")
             await until_deltas(socket, 3)  # the reply is streaming: kill it mid-way
-            killed = await asyncio.to_thread(_kill, deployment)
+            killed = await asyncio.to_thread(_kill, "ChatModel")
             started = time.monotonic()
             error = await _error_within(socket, 20)
             waited = time.monotonic() - started
-            await asyncio.to_thread(_replaced, fault_app, deployment, killed)
+            await asyncio.to_thread(_replaced, fault_app, "ChatModel", killed)
             # The same connection serves the next turn once Serve has a new replica.
             await send_turn(socket, "Hi again")
             return error, waited, await until_deltas(socket, 2)
@@ -91,6 +85,55 @@ def test_a_model_replica_killed_mid_reply_is_an_error_and_the_next_turn_works(
     assert isinstance(error, ErrorEvent) and error.code == "generation_failed", error
     assert "Try again" in error.message and waited < 20
     assert "".join(delta.text for delta in after).strip(), after  # the next reply has text
+
+
+def test_a_translator_replica_killed_mid_reply_ends_the_turn_or_lets_the_new_one_go_on(
+    fault_app: str,
+):
+    """A French reply calls the translator once per sentence (about 80 ms each here), so a kill
+    falls either inside a call or between two, and which is a matter of milliseconds:
+
+    - inside one: that call fails, and the turn ends with ``generation_failed`` ("Try again");
+    - between two: no call of the turn was on the dead replica. Serve sends the next sentence
+      to the replacement once it is up (it retries a request no replica had taken), and the
+      reply goes on after that pause.
+
+    Both are right; silence is not. The client hears one of the two within QUIET_S of the kill,
+    and the next turn is answered.
+    """
+
+    async def scenario() -> tuple[Event, float, list[DeltaEvent]]:
+        async with websockets.connect(api_ws_url(fault_app)) as socket:
+            await send_turn(socket, "Bonjour, comment allez-vous ?")
+            await until_deltas(socket, 3)  # the French reply is streaming: kill it mid-way
+            killed = await asyncio.to_thread(_kill, "Translator")
+            started = time.monotonic()
+            replaced = asyncio.create_task(
+                asyncio.to_thread(_replaced, fault_app, "Translator", killed)
+            )
+            while True:  # deltas sent before the kill still come first
+                try:
+                    event = parse_event(await asyncio.wait_for(socket.recv(), QUIET_S))
+                except asyncio.TimeoutError:
+                    raise AssertionError(f"silent for {QUIET_S:.0f} s after the kill") from None
+                assert not isinstance(event, DoneEvent), "a 4000-token reply cannot be done yet"
+                if isinstance(event, ErrorEvent) or replaced.done():
+                    break
+            waited = time.monotonic() - started
+            await replaced
+        # A reply that went on is 4000 tokens long: leaving stops it, and a new client talks.
+        async with websockets.connect(api_ws_url(fault_app)) as socket:
+            await send_turn(socket, "Salut !")  # French: the new translator answers
+            after = await until_deltas(socket, 2)
+        return event, waited, after
+
+    event, waited, after = asyncio.run(scenario())
+    assert "".join(delta.text for delta in after).strip(), after  # the next reply has text
+    if isinstance(event, ErrorEvent):  # the kill fell inside a sentence's translation
+        assert event.code == "generation_failed" and "Try again" in event.message, event
+        assert waited < 20
+    else:  # between two: the replacement translated the next sentence
+        assert isinstance(event, DeltaEvent) and event.text, event
 
 
 def test_the_router_killed_under_open_sockets_closes_them_and_clients_can_reconnect(
