@@ -63,13 +63,23 @@ class TranslatorSettings(StrictModel):
     batching: BatchSettings = Field(default_factory=BatchSettings)
     deployment: DeploymentSettings = Field(default_factory=DeploymentSettings)
 
-    def for_language(self, code: str, direction: str) -> LanguageModel | None:
-        """The model that translates ``code`` in ``direction`` ("to_english" or
-        "from_english"), with its prefix, or None when there is none."""
+    def setting_for(self, code: str, direction: str) -> str | None:
+        """Which setting names the model that translates ``code`` in ``direction``
+        ("to_english" or "from_english"): "model", "per_language.<code>.<direction>", or
+        None when none does."""
         own = self.per_language.get(code)
         if own is not None and getattr(own, direction) is not None:
-            return getattr(own, direction)
-        return LanguageModel(model=self.model) if self.model is not None else None
+            return f"per_language.{code}.{direction}"
+        return "model" if self.model is not None else None
+
+    def for_language(self, code: str, direction: str) -> LanguageModel | None:
+        """The model that translates ``code`` in ``direction``, with its prefix, or None."""
+        setting = self.setting_for(code, direction)
+        if setting is None:
+            return None
+        if setting == "model":
+            return LanguageModel(model=self.model)
+        return getattr(self.per_language[code], direction)
 
 
 class ChatSettings(StrictModel):
@@ -296,12 +306,12 @@ class AppConfig(StrictModel):
         models = {"chat": self.chat.model}
         for code in self.languages:
             for direction in DIRECTIONS:
-                own = self.translator.per_language.get(code)
-                if own is not None and getattr(own, direction) is not None:
-                    path = f"translator.per_language.{code}.{direction}"
-                    models[path] = getattr(own, direction).model
-                elif self.translator.model is not None:
-                    models["translator"] = self.translator.model
+                setting = self.translator.setting_for(code, direction)
+                if setting is not None:
+                    chosen = self.translator.for_language(code, direction)
+                    models["translator" if setting == "model" else f"translator.{setting}"] = (
+                        chosen.model
+                    )
         return models
 
 

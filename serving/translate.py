@@ -102,7 +102,9 @@ class Translator(EngineDeployment):
         sentence of that language, so an engine that keeps a prompt's KV cache (llama.cpp) reads
         it once. Examples that do not fit go first, the oldest first; the sentence is kept.
         """
-        route = self.route(source, target)
+        return self._prompt(self.route(source, target), sentence)
+
+    def _prompt(self, route: Route, sentence: str) -> list[int]:
         engine = route.engine
         limit = route.model.max_input_tokens or engine.context_limit
         if engine.is_encoder_decoder:
@@ -121,7 +123,8 @@ class Translator(EngineDeployment):
 
     async def stream_sentence(self, sentence: str, source: str, target: str) -> AsyncIterator[str]:
         """One sentence's translation as it is generated (the router cuts the sentences)."""
-        engine = self.route(source, target).engine
+        route = self.route(source, target)
+        engine = route.engine
         marker = _MARKER.match(sentence)
         if marker:
             yield marker.group(0).strip() + " "
@@ -129,7 +132,7 @@ class Translator(EngineDeployment):
         sentence = sentence.replace("**", "").strip()  # markdown emphasis confuses small models
         if not sentence:
             return
-        prompt = self.prompt(sentence, source, target)
+        prompt = self._prompt(route, sentence)
         # A translation is about as long as its source: a cap stops a model that runs on.
         source_tokens = len(engine.encode(sentence, special=False))
         sampling = self.sampling.capped(2 * source_tokens + 16)
