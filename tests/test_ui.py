@@ -3,6 +3,7 @@
 import asyncio
 from collections.abc import AsyncGenerator
 
+import gradio as gr
 import pytest
 from gradio_client import Client
 
@@ -248,6 +249,32 @@ def test_the_page_serves_no_files_and_no_code_editor(tiny_app: str):
         assert response.status_code in (403, 404) and "root:" not in response.text, path
     edit = httpx.post(tiny_app + "/gradio_api/vibe-edit", json={"prompt": "x"}, timeout=10)
     assert edit.status_code >= 400  # Gradio's in-browser code editor stays off
+
+
+def test_a_message_halted_before_its_reply_goes_back_to_the_box_after_a_switch(tiny_app: str):
+    """New conversation, pressed as a message is sent, races it in Gradio's queue. When the
+    send runs first, New halts it before any reply: nothing is written anywhere, and the message
+    returns to the text box, which every conversation shares, so nothing typed is lost."""
+    from ui.list_handlers import ListHandlers
+    from ui.turn_handlers import TurnHandlers
+
+    lists, turn = ListHandlers(1 << 20, "test-secret"), TurnHandlers(api_ws_url(tiny_app))
+    library, running = lists.blank(), set()
+    library.restored = True  # as after the page's load event
+    old = library.active
+
+    async def race() -> tuple:
+        updates = turn.send("Hello there", running, library, None)
+        first = await anext(updates)  # on screen in the old conversation; the API not yet asked
+        await lists.start_new(library, running)
+        return first, [update async for update in updates]
+
+    first, rest = asyncio.run(race())
+    assert first[2] == "" and rest, (first, rest)  # the box was emptied as the message went up
+    chat, turns, box, _, _ = rest[-1]
+    assert box == "Hello there"  # ...and the message is back in it
+    assert chat == turns == gr.skip()  # the new conversation's screen is left alone
+    assert library.active != old and library.conversations == []  # nothing was written
 
 
 def test_the_page_redraws_once_for_the_deltas_that_came_together():

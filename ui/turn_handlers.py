@@ -71,6 +71,13 @@ class TurnHandlers:
                 library.record(conversation, kept)
             return (to_messages(kept), kept, box, notice_for(kept)) if on_screen() else UNCHANGED
 
+        def give_back(kept: list[StoredTurn]) -> tuple:
+            """The turn ends without a reply: its message goes back to the text box, even when
+            another conversation is on screen (the page has one box, and nothing typed is lost:
+            New pressed as the message was sent races it in Gradio's queue)."""
+            update = commit(kept, message)
+            return update if on_screen() else (gr.skip(), gr.skip(), message, gr.skip())
+
         pending: StoredTurn = {
             "user": message,
             "assistant": "",
@@ -114,10 +121,10 @@ class TurnHandlers:
             if pending["assistant"].strip():  # Stop: keep what was written, marked as stopped
                 yield commit([*turns, {**pending, "stopped": True}], box_after)
             else:  # nothing written yet: the message goes back to the box
-                yield commit(turns, message)
+                yield give_back(turns)
         except ApiError as error:  # the page's one edge: a toast, and the message back in the box
             gr.Warning(error.message)
-            yield commit(turns, message)
+            yield give_back(turns)
         finally:
             running.discard(halt)
 
