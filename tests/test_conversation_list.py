@@ -23,6 +23,16 @@ def chat_text(page) -> list[str]:
     return [text.strip() for text in page.locator("#chatbot .message").all_inner_texts()]
 
 
+def same_chat(page, texts: list[str]) -> None:
+    """Until the chat window shows ``texts``."""
+    page.wait_for_function(
+        "(texts) => JSON.stringify([...document.querySelectorAll('#chatbot .message')]"
+        ".map((m) => m.innerText.trim())) === JSON.stringify(texts)",
+        arg=texts,
+        timeout=30_000,
+    )
+
+
 def test_conversations_are_listed_switched_renamed_deleted_and_kept(browser, tiny_app: str):
     page = open_page(browser, tiny_app)
     send(page, "Hello there")
@@ -39,12 +49,7 @@ def test_conversations_are_listed_switched_renamed_deleted_and_kept(browser, tin
     second = chat_text(page)
 
     page.locator("#conversations label", has_text="Hello there").click()
-    page.wait_for_function(
-        "(first) => JSON.stringify([...document.querySelectorAll('#chatbot .message')]"
-        ".map((m) => m.innerText.trim())) === JSON.stringify(first)",
-        arg=first,
-        timeout=10_000,
-    )
+    same_chat(page, first)
     page.wait_for_function(  # the name box follows the conversation on screen
         "() => document.querySelector('#conversation-name input').value === 'Hello there'",
         timeout=10_000,
@@ -72,6 +77,49 @@ def test_conversations_are_listed_switched_renamed_deleted_and_kept(browser, tin
     wait_for_list(page, ["Greetings"])
     assert page.locator("#chatbot .message").count() == 0
     page.close()
+
+
+def test_two_tabs_of_one_browser_keep_each_other_s_conversations(browser, tiny_app: str):
+    """Tabs share the browser's storage: each takes up the list that the other wrote, so that
+    neither drops the other's conversations, and a conversation open in both is redrawn in the
+    one that did not change it."""
+    context = browser.new_context(viewport={"width": 1100, "height": 900})
+    one, two = context.new_page(), context.new_page()
+    for page in (one, two):
+        page.goto(tiny_app + "/", wait_until="load")
+        page.locator("#message textarea").wait_for(timeout=30_000)
+    # The button that the storage event presses is in the page, but no one can see or reach it.
+    assert not one.locator("#list-changed").is_visible()
+    assert not one.evaluate(
+        "() => { const b = document.getElementById('list-changed'); b.focus();"
+        " return document.activeElement === b; }"
+    )
+
+    send(one, "Hello from one")
+    settled_text(one, bots(one).last)
+    wait_for_list(one, ["Hello from one"])
+    wait_for_list(two, ["Hello from one"])  # taken up; the second tab opened on the same one,
+    same_chat(two, chat_text(one))  # the conversation that storage had open: redrawn there
+    two.locator("#new-conversation").click()
+    two.wait_for_function("() => !document.querySelector('#chatbot .message')", timeout=10_000)
+    send(two, "Hello from two")
+    settled_text(two, bots(two).last)
+    wait_for_list(two, ["Hello from two", "Hello from one"])  # one's conversation is kept
+    wait_for_list(one, ["Hello from two", "Hello from one"])
+    assert chat_text(one)[0] == "Hello from one"  # the first tab still shows its own
+
+    two.locator("#conversations label", has_text="Hello from one").click()
+    two.wait_for_function(
+        "() => document.querySelector('#conversation-name input').value === 'Hello from one'",
+        timeout=10_000,
+    )
+    send(two, "And again")
+    settled_text(two, bots(two).last)
+    same_chat(one, chat_text(two))  # the first tab redraws what the second went on with
+
+    one.reload(wait_until="load")
+    wait_for_list(one, ["Hello from one", "Hello from two"])
+    context.close()
 
 
 def test_export_then_import_into_a_fresh_browser_gives_the_same_conversation(

@@ -97,6 +97,76 @@ def test_the_stored_list_reads_back_and_the_current_turns_win():
     assert [title for title, _ in again.choices()] == ["Named"]
 
 
+def test_a_tab_takes_up_the_list_another_tab_wrote_and_keeps_its_own_conversation():
+    one, other = Library(BIG), Library(BIG)  # two tabs of one browser, one storage
+    one.record(one.active, [FRENCH])
+    assert not other.adopt(json.loads(json.dumps(one.saved())))  # its screen did not change
+    other.record(other.active, [ENGLISH])  # written after: without adopt, FRENCH's entry goes
+    assert [title for title, _ in other.choices()] == [title_for([ENGLISH]), "Salut"]
+    assert other.active != one.active
+    # The other tab goes on with the conversation this one shows: it is redrawn here.
+    one.adopt(json.loads(json.dumps(other.saved())))
+    other.open(one.active)
+    other.record(one.active, [FRENCH, ENGLISH])
+    assert one.adopt(json.loads(json.dumps(other.saved())))
+    assert one.turns_on_screen() == [FRENCH, ENGLISH] and one.title() == "Salut"
+    # ...or renames it, or deletes it: this tab then shows an empty one.
+    other.rename("Bilingual")
+    assert one.adopt(other.saved()) and one.title() == "Bilingual"
+    other.delete()
+    assert one.adopt(other.saved()) and one.turns_on_screen() == []
+    assert one.choices() == [(title_for([ENGLISH]), other.conversations[0].id)]
+
+
+def test_a_copy_older_than_this_tab_s_own_changes_undoes_none_of_them():
+    """A tab reads the other's copy when it is written, and merges it a moment later: a turn
+    that ended here meanwhile stands, and what was deleted here stays deleted."""
+    one, other = Library(BIG), Library(BIG)
+    one.record(one.active, [FRENCH])
+    kept = one.active
+    one.start_new()
+    one.record(one.active, [ENGLISH])
+    other.adopt(json.loads(json.dumps(one.saved())))
+    stale = json.loads(json.dumps(other.saved()))  # read when the other tab wrote...
+    one.record(one.active, [ENGLISH, FRENCH])  # ...then a turn ends here, and one is deleted
+    one.open(kept)
+    one.delete()
+    assert not one.adopt(stale)  # neither change was on the other tab's copy
+    assert one.choices() == [(title_for([ENGLISH]), one.conversations[0].id)]
+    assert one.conversations[0].turns == [ENGLISH, FRENCH]
+    # The deletion travels with the list: the other tab drops the conversation too.
+    other.adopt(json.loads(json.dumps(one.saved())))
+    assert [c.turns for c in other.conversations] == [[ENGLISH, FRENCH]]
+
+
+def test_the_conversation_on_screen_is_not_overwritten_by_another_tab_s_copy():
+    """Tabs share the current conversation's own storage too: the last tab to write it wins.
+    A reload shows the list's active conversation, and never puts another one's turns in it."""
+    library = Library(BIG)
+    library.record(library.active, [FRENCH])
+    french = library.active
+    library.start_new()
+    library.record(library.active, [ENGLISH])
+    library.open(french)  # this tab wrote the list last, on "Salut"; the other, ENGLISH's turns
+    saved = json.loads(json.dumps(library.saved()))
+    again = Library(BIG)
+    assert again.restore(saved, [ENGLISH]) == [FRENCH]
+    assert again.find(french).turns == [FRENCH] and len(again.conversations) == 2
+    # A trimmed or older copy in the list still takes the newer turns of its own.
+    again = Library(BIG)
+    assert again.restore(saved, [FRENCH, ENGLISH]) == [FRENCH, ENGLISH]
+    # Two conversations that begin alike: the copy is the one's that shares the most turns.
+    library = Library(BIG)
+    library.record(library.active, [FRENCH, turn("x")])
+    alike = library.active
+    library.start_new()
+    library.record(library.active, [FRENCH, turn("z")])
+    library.open(alike)
+    saved = json.loads(json.dumps(library.saved()))
+    assert Library(BIG).restore(saved, [FRENCH, turn("z"), turn("z2")]) == [FRENCH, turn("x")]
+    assert Library(BIG).restore(saved, [FRENCH, turn("x"), turn("x2")])[-1] == turn("x2")
+
+
 def test_past_its_budget_the_list_drops_the_oldest_other_conversations_first():
     library = Library(4096)
     for name in ("one", "two", "three"):

@@ -29,6 +29,7 @@ from ui.turns import TEXT_FIELDS
 LIST_VERSION = 1  # of the list as localStorage keeps it
 MAX_IMPORT_TURNS = 1000
 MAX_TITLE_CHARS = 80
+MAX_DELETED = 200  # the newest deletions the list remembers, for the other tabs
 UNTITLED = "New conversation"
 LANGUAGE_CODE = re.compile(r"[a-z]{2,3}")  # a stored turn's language
 
@@ -81,7 +82,11 @@ class Conversation:
     turns: list[StoredTurn]
     title: str = UNTITLED
     named: bool = False  # renamed by the person: the title no longer follows the first message
-    updated: float = field(default_factory=time.time)
+    updated: float = field(default_factory=time.time)  # its turns: the list's order
+    changed: float = 0.0  # anything (turns, name, trimming): which tab's copy is newer
+
+    def __post_init__(self) -> None:
+        self.changed = max(self.changed, self.updated)
 
     def saved(self) -> dict[str, Any]:
         return {
@@ -89,6 +94,7 @@ class Conversation:
             "title": self.title,
             "named": self.named,
             "updated": self.updated,
+            "changed": self.changed,
             "turns": self.turns,
         }
 
@@ -105,6 +111,9 @@ class Library:
     budget_bytes: int
     conversations: list[Conversation] = field(default_factory=list)  # last changed first
     active: str = field(default_factory=_new_id)
+    # The conversations that left the list, and when: so that another tab's copy does not
+    # bring one back (``adopt``).
+    deleted: dict[str, float] = field(default_factory=dict)
     restored: bool = False  # from the browser's storage, by the page's load event
 
     async def until_restored(self, timeout_s: float = 10.0) -> None:
@@ -117,10 +126,61 @@ class Library:
 
     def restore(self, saved: Any, turns: list[StoredTurn]) -> list[StoredTurn]:
         """The list as the browser kept it, and the turns to show. The current conversation's
-        own storage (``turns``) is the newer copy; when it is empty (a page from before the list
-        existed, or storage that was cleared) the list's copy is shown. Entries that do not
-        read are left out."""
+        own storage (``turns``) is the newer copy, if it is this conversation's: the tabs of a
+        browser share it, so turns that are another listed conversation's, or that share none
+        with the listed copy, are not. When it is empty (a page from before the list existed,
+        or storage that was cleared) the list's copy is shown. Entries that do not read are
+        left out."""
         saved = saved if isinstance(saved, dict) else {}
+        self._read(saved)
+        if isinstance(saved.get("active"), str):
+            self.active = saved["active"]
+        listed = self.find(self.active)
+        with contextlib.suppress(ValueError):  # as the list keeps them, to tell a change
+            turns = clean_turns(turns) if turns else []
+        if turns and not self._holds(listed, turns):
+            # Another tab's conversation (tabs share both copies, and the last tab to write
+            # each one wins): this one's copy in the list stands.
+            turns = []
+        if turns:
+            self.record(self.active, turns)
+        elif listed is not None:
+            turns = listed.turns
+        self.restored = True
+        return turns
+
+    def adopt(self, saved: Any) -> bool:
+        """Another tab of this browser wrote the list: this tab merges it into its own, and keeps
+        its own conversation on screen. Says whether that conversation changed (another turn, a
+        new name, or deleted there).
+
+        The copy may be older than this tab's own changes (it was read when the other tab
+        wrote, and a turn may have ended here since), so nothing is replaced wholesale: of each
+        conversation the newer copy stands, and one leaves only if it was deleted after its
+        last change."""
+        before = self.find(self.active)
+        before = (before.turns, before.title) if before else None
+        other = Library(self.budget_bytes)
+        other._read(saved if isinstance(saved, dict) else {})
+        for conversation_id, when in other.deleted.items():
+            self.deleted[conversation_id] = max(when, self.deleted.get(conversation_id, when))
+        newest = {c.id: c for c in self.conversations}
+        for theirs in other.conversations:
+            ours = newest.get(theirs.id)
+            if ours is None or theirs.changed > ours.changed:
+                newest[theirs.id] = theirs
+        kept = [c for c in newest.values() if self.deleted.get(c.id, -1.0) < c.changed]
+        self.conversations = sorted(kept, key=lambda c: c.updated, reverse=True)
+        after = self.find(self.active)
+        return before != ((after.turns, after.title) if after else None)
+
+    def _read(self, saved: dict[str, Any]) -> None:
+        """The conversations of a stored list, and its deletions; entries that do not read are
+        left out."""
+        deleted = saved.get("deleted")
+        for conversation_id, when in (deleted if isinstance(deleted, dict) else {}).items():
+            with contextlib.suppress(TypeError, ValueError):
+                self.deleted[str(conversation_id)] = float(when)
         for raw in saved.get("conversations") or []:
             try:
                 conversation = Conversation(
@@ -129,22 +189,24 @@ class Library:
                     title=str(raw.get("title") or UNTITLED)[:MAX_TITLE_CHARS],
                     named=raw.get("named") is True,
                     updated=float(raw.get("updated") or 0),
+                    changed=float(raw.get("changed") or 0),
                 )
             except (KeyError, TypeError, ValueError):
                 continue
             if self.find(conversation.id) is None:
                 self.conversations.append(conversation)
-        if isinstance(saved.get("active"), str):
-            self.active = saved["active"]
-        listed = self.find(self.active)
-        with contextlib.suppress(ValueError):  # as the list keeps them, to tell a change
-            turns = clean_turns(turns) if turns else []
-        if turns:
-            self.record(self.active, turns)
-        elif listed is not None:
-            turns = listed.turns
-        self.restored = True
-        return turns
+
+    def _holds(self, listed: Conversation | None, turns: list[StoredTurn]) -> bool:
+        """Whether ``turns`` are a copy of ``listed`` (None: of a conversation not in the list):
+        it shares the most of them. Two conversations can begin alike."""
+
+        def shared(conversation: Conversation) -> int:
+            return sum(turn in conversation.turns for turn in turns)
+
+        others = max((shared(c) for c in self.conversations if c is not listed), default=0)
+        if listed is None:
+            return others == 0
+        return shared(listed) >= max(others, 1)
 
     def find(self, conversation_id: str) -> Conversation | None:
         return next((c for c in self.conversations if c.id == conversation_id), None)
@@ -157,13 +219,27 @@ class Library:
                 return  # the same: it keeps its place
             self.conversations.remove(conversation)
         if not turns:
+            if conversation is not None:
+                self._forget(conversation)
             return
         if conversation is None:
             conversation = Conversation(conversation_id, list(turns))
-        conversation.turns, conversation.updated = list(turns), time.time()
+        conversation.turns = list(turns)
+        conversation.updated = conversation.changed = self._now(conversation)
+        self.deleted.pop(conversation_id, None)
         if not conversation.named:
             conversation.title = title_for(turns)
         self.conversations.insert(0, conversation)
+
+    def _now(self, *also: Conversation) -> float:
+        """The time of a change: later than every change this list knows (and ``also``'s), so
+        that the newer copy wins even against another machine's clock."""
+        known = [c.changed for c in [*self.conversations, *also]] + list(self.deleted.values())
+        return max([time.time(), *(when + 1e-3 for when in known)])
+
+    def _forget(self, conversation: Conversation) -> None:
+        """It left the list, later than its last change: its copies in other tabs go too."""
+        self.deleted[conversation.id] = self._now(conversation)
 
     def turns_on_screen(self) -> list[StoredTurn]:
         conversation = self.find(self.active)
@@ -187,6 +263,7 @@ class Library:
         if not title:
             raise ConversationError("A conversation's name cannot be empty.")
         conversation.title, conversation.named = title[:MAX_TITLE_CHARS], True
+        conversation.changed = self._now()
 
     def delete(self) -> None:
         """The conversation on screen leaves the list; a new one takes its place."""
@@ -210,12 +287,13 @@ class Library:
             if others:
                 oldest = others[-1]  # the list is kept in order of last change
                 self.conversations.remove(oldest)
+                self._forget(oldest)
                 went.append(f"“{oldest.title}”")
                 continue
             current = self.find(self.active)
             if current is None or len(current.turns) <= 1:
                 break  # one turn is always kept: the budget is far above a message's size
-            current.turns = current.turns[1:]
+            current.turns, current.changed = current.turns[1:], self._now()
             went.append(f"the oldest exchange of “{current.title}”")
         return went
 
@@ -225,7 +303,13 @@ class Library:
     def saved(self) -> dict[str, Any]:
         """What the browser keeps."""
         conversations = [c.saved() for c in self.conversations]
-        return {"version": LIST_VERSION, "active": self.active, "conversations": conversations}
+        deleted = dict(sorted(self.deleted.items(), key=lambda item: item[1])[-MAX_DELETED:])
+        return {
+            "version": LIST_VERSION,
+            "active": self.active,
+            "conversations": conversations,
+            "deleted": deleted,
+        }
 
     def choices(self) -> list[tuple[str, str]]:
         return [(c.title, c.id) for c in self.conversations]

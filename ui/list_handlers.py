@@ -3,6 +3,7 @@
 Each tab holds its list as a live object (``gr.State``) that every handler changes in place, so
 a turn that ends after the person opened another conversation still lands in its own. After
 each change, ``persist`` seals a copy that the page writes to localStorage (``WRITE_LIST``).
+The other tabs of the browser hear that write and merge it into theirs (``take_up``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ui.reply_stream import Halt, halt_all
 from ui.turns import notice_for, to_messages
 
 STORAGE_KEY = "polyglot-chat-conversations"
+LIST_CHANGED_ID = "list-changed"  # a button never on screen, pressed by HEAR_OTHER_TABS
 # The page opens: the sealed list, read from localStorage by the browser itself (the handler's
 # other inputs pass through as they are).
 READ_LIST = f"(sealed, ...rest) => [localStorage.getItem('{STORAGE_KEY}') || '', ...rest]"
@@ -34,6 +36,14 @@ WRITE_LIST = f"""(sealed, notice) => {{
     return '⚠️ This browser refused to keep the list of conversations (' + error.name + '): '
       + 'export the ones you want to keep (Export JSON), or delete a few.';
   }}
+}}"""
+# Another tab of this browser wrote the list: this tab asks the server to merge it. The
+# storage event fires in the other tabs only, never in the one that wrote.
+HEAR_OTHER_TABS = f"""() => {{
+  window.addEventListener('storage', (event) => {{
+    if (event.key === '{STORAGE_KEY}' && event.newValue)
+      document.getElementById('{LIST_CHANGED_ID}')?.click();
+  }});
 }}"""
 # Export: the handler's payload becomes a file in the browser (nothing is served by the server).
 DOWNLOAD = """(payload) => {
@@ -110,6 +120,23 @@ class ListHandlers:
             )
             gr.Warning(notice)
         return seal(library.saved(), self.secret), listing(library), library.title(), notice
+
+    async def take_up(self, sealed: str, library: Library, running: set[Halt]) -> tuple:
+        """Another tab of this browser changed the list: this tab merges it into its own
+        (``Library.adopt``) and shows it, with its own conversation, redrawn if the other tab
+        changed it (unless a reply streams here: its end writes the conversation). (list, name,
+        chat window, stored turns, notice)"""
+        try:
+            saved = unseal(sealed, self.secret) if sealed else None
+        except ConversationError as error:
+            gr.Warning(error.message)
+            saved = None
+        if saved is None:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        changed = library.adopt(saved)
+        redraw = changed and not running
+        view = _view(library.turns_on_screen()) if redraw else (gr.skip(), gr.skip(), gr.skip())
+        return listing(library), library.title(), *view
 
     async def start_new(self, library: Library, running: set[Halt]) -> tuple:
         """A fresh conversation; a reply still streaming ends, kept in its own one."""

@@ -16,7 +16,15 @@ from serving.events import StoredTurn
 from serving.languages import language
 from ui import share
 from ui.client import api_ready
-from ui.list_handlers import DOWNLOAD, PICK_FILE, READ_LIST, WRITE_LIST, ListHandlers
+from ui.list_handlers import (
+    DOWNLOAD,
+    HEAR_OTHER_TABS,
+    LIST_CHANGED_ID,
+    PICK_FILE,
+    READ_LIST,
+    WRITE_LIST,
+    ListHandlers,
+)
 from ui.turn_handlers import TurnHandlers
 from ui.turns import to_messages
 
@@ -148,6 +156,8 @@ def build_demo(
         download = gr.Textbox(visible=False)  # an exported file, on its way to the browser
         upload = gr.Textbox(visible=False)  # an imported file's text, read by the browser
         api_button = gr.Button(visible=False)  # never on screen: the /chat API's own event
+        # In the page but never shown: pressed when another tab writes the list.
+        list_changed = gr.Button(visible="hidden", elem_id=LIST_CHANGED_ID)
         with gr.Column(visible=False, elem_id="shared-view") as shared_view:
             gr.Markdown("### A conversation shared with you (read-only)")
             shared_chatbot = gr.Chatbot(
@@ -264,6 +274,13 @@ def build_demo(
 
         opened = [sealed_list, turns_state, library]
         then_persist(demo.load(lists.load, opened, shown, js=READ_LIST, **quick))
+        # Tabs share the browser's storage: each merges the list that another one wrote, so
+        # that its next write does not drop what the other added (nothing is written back).
+        demo.load(None, js=HEAR_OTHER_TABS, **quick)
+        taken_up = [choices, name, *shown]
+        list_changed.click(
+            lists.take_up, [sealed_list, library, running], taken_up, js=READ_LIST, **quick
+        )
         demo.load(
             open_shared,
             fragment,
