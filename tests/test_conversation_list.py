@@ -80,7 +80,7 @@ def test_conversations_are_listed_switched_renamed_deleted_and_kept(browser, tin
 
 
 def test_two_tabs_of_one_browser_keep_each_other_s_conversations(browser, tiny_app: str):
-    """Tabs share the browser's storage: each takes up the list that the other wrote, so that
+    """Tabs share the browser's storage: each merges the list that the other wrote, so that
     neither drops the other's conversations, and a conversation open in both is redrawn in the
     one that did not change it."""
     context = browser.new_context(viewport={"width": 1100, "height": 900})
@@ -98,7 +98,7 @@ def test_two_tabs_of_one_browser_keep_each_other_s_conversations(browser, tiny_a
     send(one, "Hello from one")
     settled_text(one, bots(one).last)
     wait_for_list(one, ["Hello from one"])
-    wait_for_list(two, ["Hello from one"])  # taken up; the second tab opened on the same one,
+    wait_for_list(two, ["Hello from one"])  # merged; the second tab opened on the same one,
     same_chat(two, chat_text(one))  # the conversation that storage had open: redrawn there
     two.locator("#new-conversation").click()
     two.wait_for_function("() => !document.querySelector('#chatbot .message')", timeout=10_000)
