@@ -8,6 +8,9 @@ from ui.list_handlers import STORAGE_KEY
 TEST_SECRET = "test-secret"  # the tiny graphs' ui.storage_secret (serving/testing/tiny_models.py)
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# After a reload the page boots again and reads its storage through the server's queue: on a
+# busy 2-core machine that takes longer than an event does.
+AFTER_RELOAD_MS = 60_000
 LAUNCH_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -80,6 +83,21 @@ def stored_titles(page, secret: str) -> list[str]:
     return [c["title"] for c in unseal(token, secret)["conversations"]] if token else []
 
 
+def what_else_shows(page, secret: str | None) -> str:
+    """For a failure's message: what localStorage holds, and the page's notices and toasts."""
+    from ui.conversations import ConversationError
+
+    try:
+        stored = stored_titles(page, secret) if secret else "?"
+    except ConversationError as error:  # a list that does not unseal is itself the finding
+        stored = f"unreadable ({error.message})"
+    shown = page.evaluate(
+        "() => [...document.querySelectorAll('.toast-messages, #status, #notice, #list-notice')]"
+        ".map((element) => element.innerText.trim()).filter(Boolean)"
+    )
+    return f"; localStorage holds {stored}; the page says {shown}"
+
+
 def wait_for_list(page, titles: list[str], secret: str | None = TEST_SECRET, timeout=30_000):
     """Until the list of conversations shows exactly ``titles``, in this order, and (given the
     page's ``secret``) localStorage holds the same list, so that a reload reads it."""
@@ -93,7 +111,9 @@ def wait_for_list(page, titles: list[str], secret: str | None = TEST_SECRET, tim
             timeout=timeout,
         )
     except PlaywrightTimeout:
-        raise AssertionError(f"the list shows {listed(page)}, not {titles}") from None
+        raise AssertionError(
+            f"the list shows {listed(page)}, not {titles}{what_else_shows(page, secret)}"
+        ) from None
     if secret is None:
         return
     deadline = time.monotonic() + timeout / 1000

@@ -6,6 +6,7 @@ import pytest
 
 from tests.conftest import LONG_REPLY_TOKENS
 from tests.pages import (
+    AFTER_RELOAD_MS,
     RECORD_REPLY_LENGTHS,
     bots,
     button,
@@ -46,7 +47,7 @@ def test_french_reply_streams_stops_when_asked_and_survives_a_reload(
 
     page.reload(wait_until="load")
     page.locator("#chatbot").get_by_text("Bonjour, comment allez-vous aujourd'hui ?").wait_for(
-        timeout=30_000
+        timeout=AFTER_RELOAD_MS
     )
     assert settled_text(page, bots(page).last) == reply
     page.locator("#chatbot").get_by_text("English original").click()  # the fold opens
@@ -94,7 +95,9 @@ def test_retry_undo_edit_and_clear(browser, tiny_app: str, tmp_path: Path):
     )
 
     page.reload(wait_until="load")
-    page.locator("#chatbot").get_by_text("Bonjour, comment allez-vous ?").wait_for(timeout=30_000)
+    page.locator("#chatbot").get_by_text("Bonjour, comment allez-vous ?").wait_for(
+        timeout=AFTER_RELOAD_MS
+    )
     assert bots(page).count() == 1
     page.screenshot(path=str(tmp_path / "edited.png"))
 
@@ -106,7 +109,7 @@ def test_retry_undo_edit_and_clear(browser, tiny_app: str, tmp_path: Path):
     wait_for_list(page, ["Bonjour, comment allez-vous ?"])
     assert page.locator("#chatbot .message").count() == 0
     page.reload(wait_until="load")
-    wait_for_list(page, ["Bonjour, comment allez-vous ?"])  # the stored list is back...
+    wait_for_list(page, ["Bonjour, comment allez-vous ?"], timeout=AFTER_RELOAD_MS)  # it is back...
     assert page.locator("#chatbot .message").count() == 0  # ...and the cleared one is not
     page.close()
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.pages import (
+    AFTER_RELOAD_MS,
     bots,
     listed,
     open_page,
@@ -15,6 +16,7 @@ from tests.pages import (
     wait_for_list,
 )
 from tests.support import api_ws_url
+from ui.list_handlers import STORAGE_KEY
 
 pytestmark = pytest.mark.browser
 
@@ -59,7 +61,7 @@ def test_conversations_are_listed_switched_renamed_deleted_and_kept(browser, tin
     wait_for_list(page, ["Bonjour, comment allez-vous ?", "Greetings"])
 
     page.reload(wait_until="load")  # the list, its names and the open conversation are kept
-    wait_for_list(page, ["Bonjour, comment allez-vous ?", "Greetings"])
+    wait_for_list(page, ["Bonjour, comment allez-vous ?", "Greetings"], timeout=AFTER_RELOAD_MS)
     page.wait_for_function(
         "(n) => document.querySelectorAll('#chatbot .message').length === n",
         arg=len(first),
@@ -74,7 +76,7 @@ def test_conversations_are_listed_switched_renamed_deleted_and_kept(browser, tin
     wait_for_list(page, ["Greetings"])
     assert page.locator("#chatbot .message").count() == 0
     page.reload(wait_until="load")
-    wait_for_list(page, ["Greetings"])
+    wait_for_list(page, ["Greetings"], timeout=AFTER_RELOAD_MS)
     assert page.locator("#chatbot .message").count() == 0
     page.close()
 
@@ -85,8 +87,12 @@ def test_two_tabs_of_one_browser_keep_each_other_s_conversations(browser, tiny_a
     one that did not change it."""
     context = browser.new_context(viewport={"width": 1100, "height": 900})
     one, two = context.new_page(), context.new_page()
+    one.goto(tiny_app + "/", wait_until="load")
+    # A page writes the list once it has read it. The second tab opens after that write, so it
+    # opens on the conversation that the first has on screen (before it, it has its own).
+    one.wait_for_function(f"() => localStorage.getItem('{STORAGE_KEY}')", timeout=30_000)
+    two.goto(tiny_app + "/", wait_until="load")
     for page in (one, two):
-        page.goto(tiny_app + "/", wait_until="load")
         page.locator("#message textarea").wait_for(timeout=30_000)
     # The button that the storage event presses is in the page, but no one can see or reach it.
     assert not one.locator("#list-changed").is_visible()
@@ -118,7 +124,7 @@ def test_two_tabs_of_one_browser_keep_each_other_s_conversations(browser, tiny_a
     same_chat(one, chat_text(two))  # the first tab redraws what the second went on with
 
     one.reload(wait_until="load")
-    wait_for_list(one, ["Hello from one", "Hello from two"])
+    wait_for_list(one, ["Hello from one", "Hello from two"], timeout=AFTER_RELOAD_MS)
     context.close()
 
 
@@ -206,7 +212,7 @@ def test_past_the_storage_budget_the_oldest_conversations_go_with_a_notice(
     notice.get_by_text("“First”").wait_for(timeout=10_000)  # ...and the page says which
     assert "storage" in notice.inner_text()
     page.reload(wait_until="load")
-    wait_for_list(page, ["Fourth", "Third", "Second"])
+    wait_for_list(page, ["Fourth", "Third", "Second"], timeout=AFTER_RELOAD_MS)
     stored = page.evaluate("() => localStorage.getItem('polyglot-chat-conversations').length")
     assert stored < 4 * 1024 * 4 / 3 + 64  # encrypted: base64 of at most the budget
     page.close()
