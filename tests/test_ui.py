@@ -251,6 +251,29 @@ def test_the_page_serves_no_files_and_no_code_editor(tiny_app: str):
     assert edit.status_code >= 400  # Gradio's in-browser code editor stays off
 
 
+def test_a_list_the_page_has_not_read_is_never_written_over_the_stored_one():
+    """Should the page's load event fail (or not have run), the next change must not replace
+    every stored conversation with this tab's list, which holds none of them."""
+    from ui.conversation_files import seal, unseal
+    from ui.conversations import Library
+    from ui.list_handlers import ListHandlers
+
+    lists = ListHandlers(1 << 20, "test-secret")
+    stored = Library(1 << 20)
+    stored.record(stored.active, [FRENCH])
+    library = lists.blank()
+    library.record(library.active, [ENGLISH])  # a turn that ended before the list was read
+
+    sealed, *_ = asyncio.run(lists.persist(library))
+    assert sealed == ""  # the page writes nothing (WRITE_LIST skips an empty one)
+    both = sorted([FRENCH["user"], "Thanks"])
+    *_, shown, _ = asyncio.run(lists.load(seal(stored.saved(), "test-secret"), [], library))
+    assert sorted(title for title, _ in shown.choices) == both  # load draws the list itself
+    sealed, *_ = asyncio.run(lists.persist(library))
+    kept = unseal(sealed, "test-secret")["conversations"]
+    assert sorted(c["turns"][0]["user"] for c in kept) == both
+
+
 def test_a_message_halted_before_its_reply_goes_back_to_the_box_after_a_switch(tiny_app: str):
     """New conversation, pressed as a message is sent, races it in Gradio's queue. When the
     send runs first, New halts it before any reply: nothing is written anywhere, and the message

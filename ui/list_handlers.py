@@ -99,18 +99,24 @@ class ListHandlers:
 
     async def load(self, sealed: str, turns: list[StoredTurn] | None, library: Library) -> tuple:
         """The page opens with the sealed list that the browser read from localStorage: (chat
-        window, stored turns, notice)."""
+        window, stored turns, notice, list, name). It draws the list itself, so that the page
+        shows it even if the write after it (``persist``) does not run."""
         saved: dict[str, Any] = {}
         if sealed:
             try:
                 saved = unseal(sealed, self.secret)
             except ConversationError as error:
                 gr.Warning(error.message)
-        return _view(library.restore(saved, list(turns or [])))
+        turns = library.restore(saved, list(turns or []))
+        return *_view(turns), listing(library), library.title()
 
     async def persist(self, library: Library) -> tuple:
         """The list, under its budget and sealed, for the browser to keep: (sealed list, list,
-        name, list notice)."""
+        name, list notice). A list that the page has not read from the browser (its load event
+        failed, has not run, or ran in another Gradio session) is neither written nor drawn: it
+        would replace every stored conversation with none."""
+        if not library.restored:
+            return "", gr.skip(), gr.skip(), gr.skip()
         went = library.fit()
         notice: Any = gr.skip()
         if went:

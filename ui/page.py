@@ -273,7 +273,7 @@ def build_demo(
         )
 
         opened = [sealed_list, turns_state, library]
-        then_persist(demo.load(lists.load, opened, shown, js=READ_LIST, **quick))
+        then_persist(demo.load(lists.load, opened, [*shown, choices, name], js=READ_LIST, **quick))
         # Tabs share the browser's storage: each merges the list that another one wrote, so
         # that its next write does not drop what the other added (nothing is written back).
         demo.load(None, js=HEAR_OTHER_TABS, **quick)
