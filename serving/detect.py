@@ -49,6 +49,10 @@ class LanguageDetector:
         if not values:
             return Detection(ENGLISH, reason="unsure")
         best = values[0]
+        if best.value <= 0 or (len(values) > 1 and values[1].value == best.value):
+            # No evidence (an emoji, digits) or a tie: lingua then lists the languages in an
+            # order that changes with every detector built, so the first one means nothing.
+            return Detection(ENGLISH, reason="unsure")
         code = best.language.iso_code_639_1.name.lower()
         if code == ENGLISH:
             return Detection(ENGLISH)

@@ -35,6 +35,17 @@ def test_reads_served_english_unserved_and_unsure_messages(
     assert detector.detect(text) == detection.language
 
 
+def test_a_message_with_no_letters_reads_the_same_from_every_detector():
+    """lingua gives every language 0.0 for an emoji, listed in an order that changes with each
+    detector built: every replica must still read "👍" as unsure, never as plain English."""
+    readings = [
+        LanguageDetector(DetectorSettings(known=[]), served=["fr"]).read(text)
+        for text in ("👍", "123")
+        for _ in range(8)
+    ]
+    assert all(reading == Detection("en", reason="unsure") for reading in readings), readings
+
+
 def test_a_served_language_is_a_setting():
     spanish = LanguageDetector(DetectorSettings(known=["de"]), served=["fr", "es"])
     assert spanish.read("¿Qué puedo cocinar con arroz?") == Detection("es")
