@@ -251,9 +251,11 @@ def test_the_page_serves_no_files_and_no_code_editor(tiny_app: str):
     assert edit.status_code >= 400  # Gradio's in-browser code editor stays off
 
 
-def test_a_list_the_page_has_not_read_is_never_written_over_the_stored_one():
-    """Should the page's load event fail (or not have run), the next change must not replace
-    every stored conversation with this tab's list, which holds none of them."""
+def test_a_list_the_page_has_not_read_takes_up_the_stored_one_before_it_is_written():
+    """Should an event get a Library that never read the browser's list (its load event failed,
+    or Gradio handed the event a fresh one), the write must not replace every stored
+    conversation with this list: it takes up the stored one first. A stored list that cannot
+    be read is not written over."""
     from ui.conversation_files import seal, unseal
     from ui.conversations import Library
     from ui.list_handlers import ListHandlers
@@ -261,17 +263,21 @@ def test_a_list_the_page_has_not_read_is_never_written_over_the_stored_one():
     lists = ListHandlers(1 << 20, "test-secret")
     stored = Library(1 << 20)
     stored.record(stored.active, [FRENCH])
+    sealed_stored = seal(stored.saved(), "test-secret")
+    both = sorted([FRENCH["user"], "Thanks"])
+
     library = lists.blank()
     library.record(library.active, [ENGLISH])  # a turn that ended before the list was read
-
-    sealed, *_ = asyncio.run(lists.persist(library))
-    assert sealed == ""  # the page writes nothing (WRITE_LIST skips an empty one)
-    both = sorted([FRENCH["user"], "Thanks"])
-    *_, shown, _ = asyncio.run(lists.load(seal(stored.saved(), "test-secret"), [], library))
-    assert sorted(title for title, _ in shown.choices) == both  # load draws the list itself
-    sealed, *_ = asyncio.run(lists.persist(library))
+    sealed, *_ = asyncio.run(lists.persist(sealed_stored[:-8], library))
+    assert sealed == ""  # unreadable: the page writes nothing (WRITE_LIST skips an empty one)
+    sealed, shown, *_ = asyncio.run(lists.persist(sealed_stored, library))
     kept = unseal(sealed, "test-secret")["conversations"]
     assert sorted(c["turns"][0]["user"] for c in kept) == both
+    assert sorted(title for title, _ in shown.choices) == both
+
+    fresh = lists.blank()  # the load event draws the list itself
+    *_, shown, _ = asyncio.run(lists.load(sealed_stored, [], fresh))
+    assert [title for title, _ in shown.choices] == [FRENCH["user"]]
 
 
 def test_a_message_halted_before_its_reply_goes_back_to_the_box_after_a_switch(tiny_app: str):

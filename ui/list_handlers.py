@@ -110,13 +110,20 @@ class ListHandlers:
         turns = library.restore(saved, list(turns or []))
         return *_view(turns), listing(library), library.title()
 
-    async def persist(self, library: Library) -> tuple:
+    async def persist(self, stored: str, library: Library) -> tuple:
         """The list, under its budget and sealed, for the browser to keep: (sealed list, list,
-        name, list notice). A list that the page has not read from the browser (its load event
-        failed, has not run, or ran in another Gradio session) is neither written nor drawn: it
-        would replace every stored conversation with none."""
+        name, list notice). ``stored``: the sealed list that localStorage holds now, read by the
+        browser. Gradio has been seen, on a busy machine, to hand an event of a tab a fresh
+        Library instead of the one that the page's load event had restored: such a list first
+        takes up the stored one (``Library.adopt``), so that it neither writes every stored
+        conversation away nor stops saving. If the stored list cannot be read, nothing is
+        written."""
         if not library.restored:
-            return "", gr.skip(), gr.skip(), gr.skip()
+            try:
+                library.adopt(unseal(stored, self.secret) if stored else {})
+            except ConversationError:
+                return "", gr.skip(), gr.skip(), gr.skip()
+            library.restored = True
         went = library.fit()
         notice: Any = gr.skip()
         if went:

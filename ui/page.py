@@ -219,10 +219,13 @@ def build_demo(
         persisted = [sealed_list, choices, name, list_notice]
 
         def then_persist(event):
-            """After anything that changes the list, the browser keeps a copy of it."""
-            return event.then(lists.persist, library, persisted, **quick).then(
-                None, [sealed_list, list_notice], list_notice, js=WRITE_LIST, **quick
+            """After anything that changes the list, the browser keeps a copy of it (the stored
+            one goes along: see ``ListHandlers.persist``)."""
+            sealed = event.then(
+                lists.persist, [sealed_list, library], persisted, js=READ_LIST, **quick
             )
+            written = [sealed_list, list_notice]
+            return sealed.then(None, written, list_notice, js=WRITE_LIST, **quick)
 
         def replying(trigger, handler, inputs) -> None:
             """A turn's event: the chat log is busy from the trigger to the list's write."""
