@@ -280,6 +280,26 @@ def test_a_list_the_page_has_not_read_takes_up_the_stored_one_before_it_is_writt
     assert [title for title, _ in shown.choices] == [FRENCH["user"]]
 
 
+def test_a_tab_writes_its_merge_back_only_when_the_other_tab_s_copy_was_behind():
+    """A tab that opened before another's turn ended writes a list without that turn; the tab
+    that has it merges the stale copy and writes the merge back, so storage is not left behind.
+    A copy that lacks nothing gets no write, so the tabs settle instead of answering each other
+    forever."""
+    from ui.conversation_files import seal, unseal
+    from ui.list_handlers import ListHandlers
+
+    lists = ListHandlers(1 << 20, "test-secret")
+    one, two = lists.blank(), lists.blank()
+    one.restored = two.restored = True  # as after each tab's load event
+    stale = seal(two.saved(), "test-secret")  # the second tab's list, read before the turn
+    one.record(one.active, [ENGLISH])
+
+    written, *_ = asyncio.run(lists.take_up(stale, one, set()))
+    assert [c["turns"] for c in unseal(written, "test-secret")["conversations"]] == [[ENGLISH]]
+    written_again, *_ = asyncio.run(lists.take_up(written, one, set()))
+    assert written_again == ""  # its own copy back: nothing more to write
+
+
 def test_a_message_halted_before_its_reply_goes_back_to_the_box_after_a_switch(tiny_app: str):
     """New conversation, pressed as a message is sent, races it in Gradio's queue. When the
     send runs first, New halts it before any reply: nothing is written anywhere, and the message

@@ -174,6 +174,18 @@ class Library:
         after = self.find(self.active)
         return before != ((after.turns, after.title) if after else None)
 
+    def holds_more_than(self, saved: Any) -> bool:
+        """Whether this list holds something that ``saved`` (another tab's copy) lacks: a
+        conversation, a newer copy of one, or a deletion. Then this tab writes its merged list
+        back: a tab that wrote a list older than another's must not leave storage behind."""
+        other = Library(self.budget_bytes)
+        other._read(saved if isinstance(saved, dict) else {})
+        theirs = {c.id: c.changed for c in other.conversations}
+        if any(theirs.get(c.id, -1.0) < c.changed for c in self.conversations):
+            return True
+        kept = self.saved()["deleted"]  # the newest ones, as this list would write them
+        return any(when > other.deleted.get(gone, -1.0) for gone, when in kept.items())
+
     def _read(self, saved: dict[str, Any]) -> None:
         """The conversations of a stored list, and its deletions; entries that do not read are
         left out."""

@@ -137,19 +137,24 @@ class ListHandlers:
     async def take_up(self, sealed: str, library: Library, running: set[Halt]) -> tuple:
         """Another tab of this browser changed the list: this tab merges it into its own
         (``Library.adopt``) and shows it, with its own conversation, redrawn if the other tab
-        changed it (unless a reply streams here: its end writes the conversation). (list, name,
-        chat window, stored turns, notice)"""
+        changed it (unless a reply streams here: its end writes the conversation). If the other
+        tab's copy lacked something of this one (it wrote a list read before this tab's last
+        change), the merged list is written back; otherwise nothing is, so the tabs settle.
+        (sealed list or "", list, name, chat window, stored turns, notice)"""
         try:
             saved = unseal(sealed, self.secret) if sealed else None
         except ConversationError as error:
             gr.Warning(error.message)
             saved = None
         if saved is None:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            return "", gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
         changed = library.adopt(saved)
+        write = ""
+        if library.restored and library.holds_more_than(saved):
+            write, *_ = await self.persist(sealed, library)
         redraw = changed and not running
         view = _view(library.turns_on_screen()) if redraw else (gr.skip(), gr.skip(), gr.skip())
-        return listing(library), library.title(), *view
+        return write, listing(library), library.title(), *view
 
     async def start_new(self, library: Library, running: set[Halt]) -> tuple:
         """A fresh conversation; a reply still streaming ends, kept in its own one."""

@@ -278,12 +278,13 @@ def build_demo(
         opened = [sealed_list, turns_state, library]
         then_persist(demo.load(lists.load, opened, [*shown, choices, name], js=READ_LIST, **quick))
         # Tabs share the browser's storage: each merges the list that another one wrote, so
-        # that its next write does not drop what the other added (nothing is written back).
+        # that its next write does not drop what the other added; it writes the merge back
+        # only if the other's copy lacked something of its own.
         demo.load(None, js=HEAR_OTHER_TABS, **quick)
-        taken_up = [choices, name, *shown]
+        taken_up = [sealed_list, choices, name, *shown]
         list_changed.click(
             lists.take_up, [sealed_list, library, running], taken_up, js=READ_LIST, **quick
-        )
+        ).then(None, [sealed_list, list_notice], list_notice, js=WRITE_LIST, **quick)
         demo.load(
             open_shared,
             fragment,
