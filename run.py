@@ -77,6 +77,7 @@ def deploy_failure(error: Exception) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    started = time.monotonic()  # the wait a person sees: imports and checks included
     args = parse_args(argv)
     # Quiet by default: warnings and errors, and the steps below. --verbose: everything.
     level = logging.INFO if args.verbose else logging.WARNING
@@ -113,7 +114,6 @@ def main(argv: list[str] | None = None) -> int:
     # The dashboard runs code for whoever reaches it: keep it off (only Serve's port is public).
     # Without it Ray still runs its metrics agent, which serves Prometheus on metrics_port.
     options = {} if address else {"_metrics_export_port": config.http.metrics_port}
-    started = time.monotonic()
     print("Starting Ray...", flush=True)
     ray.init(
         address=address or "local",  # never attach to a cluster by accident

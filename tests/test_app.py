@@ -2,6 +2,8 @@
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
 
 import httpx
@@ -412,3 +414,16 @@ def test_odd_but_legitimate_text_gets_a_normal_reply(tiny_app: str, message: str
     done = asyncio.run(one_turn(api_ws_url(tiny_app), message))[-1]
     assert isinstance(done, DoneEvent) and done.reply, done
     assert "\x07" not in done.message_en and "\x1b" not in done.message_en
+
+
+def test_deploying_the_graph_imports_neither_gradio_nor_torch():
+    """`run.py` and `serve run` import the builder before Ray starts: each heavy library there
+    is seconds of a cold start spent before the first replica is asked for (README)."""
+    script = (
+        "import sys, serving.app; "
+        "print(' '.join(sorted({'gradio', 'torch', 'transformers'} & set(sys.modules))))"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout
+    assert found.strip() == ""

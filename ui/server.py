@@ -1,15 +1,17 @@
-"""ChatUI deployment: the Gradio page in a Serve ingress (one replica: sessions live in memory)."""
+"""ChatUI deployment: the Gradio page in a Serve ingress (one replica: sessions live in memory).
+
+Gradio is imported in the replica only, where the page is built: the process that deploys the
+graph (`run.py`, `serve run`) does not spend the 4 s and ~70 MB that importing it costs.
+"""
 
 from __future__ import annotations
 
-import gradio as gr
 from fastapi import FastAPI
 from ray import serve
 
 from serving.cache import secret_file
 from serving.config import UISettings
 from serving.security import token_matches
-from ui.page import FOLD_JS, HEAD, THEME, build_demo
 
 
 def storage_secret(settings: UISettings) -> str:
@@ -43,6 +45,10 @@ class ChatUI:
         self.languages = ["fr"] if languages is None else languages  # besides English
 
     def __serve_build_asgi_app__(self) -> FastAPI:
+        import gradio as gr
+
+        from ui.page import FOLD_JS, HEAD, THEME, build_demo
+
         demo = build_demo(
             self.api_url,
             self.settings.title,
