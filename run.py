@@ -144,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"The whole report is in the logs: {logs}", file=sys.stderr)
         shut_down(address)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C while the models load: stop, without a traceback
+        print("Interrupted: shutting down...", flush=True)
+        shut_down(address)
+        return 130
     print(f"Ready in {time.monotonic() - started:.0f} s: open {url} (Ctrl-C to stop)", flush=True)
     if not address:
         print(f"Metrics for Prometheus: http://{shown_host}:{config.http.metrics_port}/metrics")

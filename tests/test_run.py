@@ -97,3 +97,36 @@ def test_a_model_that_cannot_load_ends_run_py_with_one_clear_error(
     assert "llama.cpp cannot load" in error and "broken.gguf" in error, result.stderr
     assert "logs" in result.stderr
     assert all(len(line) <= 400 + 60 for line in result.stderr.splitlines()), result.stderr
+
+
+def test_ctrl_c_while_the_models_load_stops_run_py_and_its_ray_without_a_traceback(
+    tiny_causal: Path, tiny_seq2seq: Path, tmp_path: Path
+):
+    import psutil
+
+    config = tmp_path / "tiny.yaml"
+    settings = tiny_config(tiny_causal, tiny_seq2seq).model_dump(mode="json", exclude={"http"})
+    config.write_text(yaml.safe_dump(settings))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["POLYGLOT_CACHE"] = str(tmp_path / "cache")
+    command = [sys.executable, "run.py", "--config", str(config), "--port", str(free_port())]
+    command += ["--metrics-port", str(free_port())]
+    out_path, err_path = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
+    with out_path.open("w") as out_file, err_path.open("w") as err_file:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out_file, stderr=err_file)
+    try:
+        deadline = time.monotonic() + 180
+        while "ui ready" not in out_path.read_text():  # the page is up, the models are loading
+            assert process.poll() is None and time.monotonic() < deadline, err_path.read_text()
+            time.sleep(0.2)
+        assert "Ready in" not in out_path.read_text()
+        ray = psutil.Process(process.pid).children(recursive=True)
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=120)
+    finally:
+        process.kill()
+    out, err = out_path.read_text(), err_path.read_text()
+    assert process.returncode == 130, out + err
+    assert "Interrupted" in out and "Traceback" not in out + err, out + err
+    gone, alive = psutil.wait_procs(ray, timeout=30)
+    assert not alive, [p.pid for p in alive]
