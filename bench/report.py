@@ -99,6 +99,17 @@ def _engines(results: dict[str, Any]) -> list[str]:
     return _table(columns, rows)
 
 
+def _launch(results: dict[str, Any]) -> list[str]:
+    columns = ["engine", "`run.py` launched: page up", "every deployment healthy"]
+    columns += ["weights cache", "memory then (PSS, run.py and everything under it)"]
+    rows = [
+        [engine, f"{found['page_up_s']:.1f} s", f"{found['api_ready_s']:.1f} s", found["cache"]]
+        + [f"{found['memory']['total_mib']} MiB ({found['memory']['processes']} processes)"]
+        for engine, found in results.get("launch", {}).items()
+    ]
+    return _table(columns, rows)
+
+
 def write_markdown(results: dict[str, Any], path: Path) -> str:
     first = next(iter(results["engines"].values()))
     lines = [
@@ -113,6 +124,8 @@ def write_markdown(results: dict[str, Any], path: Path) -> str:
         *_french(results),
         "",
         *_engines(results),
+        "",
+        *_launch(results),
     ]
     if results.get("comparison"):
         ratios = [[name, f"×{value:.2f}"] for name, value in results["comparison"].items()]

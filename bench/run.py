@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.graph import PeakMemory, bench_config, deploy, redeploy_api, without_batching
+from bench.launch import launch_to_ready
 from bench.report import write_markdown, write_plot
 from bench.scenarios import concurrency, french, layers, translation
 from serving.config import AppConfig
@@ -103,6 +104,13 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {k: v for k, v in vars(args).items() if k not in ("out", "plot")},
         "engines": {},
     }
+    # First, with the machine quiet: each engine's app started as `make run` starts it.
+    results["launch"] = {}
+    for engine in engines:
+        cache = workdir / f"launch-cache-{engine}" if args.cold else None
+        config = bench_config(args, port, workdir, engine)
+        results["launch"][engine] = launch_to_ready(config, workdir, cache)
+        print(f"engine {engine}: run.py launched to ready: {results['launch'][engine]}", flush=True)
     started = time.perf_counter()
     ray.init(address="local", include_dashboard=False, logging_level="ERROR")
     serve.start(http_options={"host": "127.0.0.1", "port": port})

@@ -38,6 +38,11 @@ def test_bench_runs_on_tiny_models_and_writes_its_results(tmp_path: Path):
         assert all(row["same_english_reply"] for row in french), f"{engine}: {french}"
         assert found["translation"]["en-fr"]["sentences"] == 2
         assert found["startup"]["cached_deploy_to_healthy_s"] > 0
+        # run.py as a person starts it: the page comes up first, then the API, with the
+        # whole tree's memory (run.py, Ray and the replicas) taken then.
+        launch = results["launch"][engine]
+        assert 0 < launch["page_up_s"] <= launch["api_ready_s"], launch
+        assert launch["memory"]["processes"] > 5 and launch["memory"]["total_mib"] > 300, launch
         assert found["memory"]["peak_mib"] > 100 and found["memory"]["total_mib"] > 100
     # llama.cpp over transformers, as measured above.
     fast, slow = (results["engines"][name]["layers"]["websocket"] for name in results["engines"])
@@ -48,3 +53,4 @@ def test_bench_runs_on_tiny_models_and_writes_its_results(tmp_path: Path):
     table = out.with_suffix(".md").read_text()
     assert "| llama.cpp | 3. WebSocket API |" in table
     assert "| transformers | 3. WebSocket API |" in table
+    assert "| llama.cpp | " in table.split("`run.py` launched")[1]

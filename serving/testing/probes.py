@@ -28,12 +28,15 @@ def wait_healthy(base_url: str, timeout: float = 900) -> None:
     raise TimeoutError(f"{base_url} was not healthy after {timeout} s")
 
 
-def app_memory_mib() -> dict[str, float]:
-    """Proportional set size of every process of the local Ray cluster (the whole app)."""
+def app_memory_mib(root: int | None = None) -> dict[str, float]:
+    """Proportional set size of the whole app: every process under this one (the local Ray
+    cluster this process started), or process ``root`` and every process under it."""
     import psutil
 
+    top = psutil.Process(root)
+    processes = top.children(recursive=True) + ([top] if root is not None else [])
     total, counted = 0.0, 0
-    for process in psutil.Process().children(recursive=True):
+    for process in processes:
         try:
             info = process.memory_full_info()
         except (psutil.NoSuchProcess, psutil.AccessDenied):

@@ -1,0 +1,77 @@
+"""A start as a person makes one: `python run.py` launched, timed until the page is up and until
+every deployment is healthy, and the memory of its whole process tree (run.py included) then.
+
+It runs before the benchmark starts its own Ray cluster, so nothing else shares the machine,
+and each launch starts and stops a Ray cluster of its own: Ray's start-up and every import are
+in the figure, as they are in `make run`'s.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from serving.config import AppConfig
+from serving.testing.probes import app_memory_mib, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def launch_to_ready(config: AppConfig, workdir: Path, cache: Path | None, timeout: float = 900):
+    """Seconds from launching run.py with ``config`` to its page answering and to /api/healthz
+    answering 200, and the PSS of run.py and every process under it at that moment.
+
+    ``cache``: the weights cache run.py gets (an empty folder for a start with nothing cached),
+    or None for the user's own.
+    """
+    port = free_port()
+    settings = workdir / "launch.yaml"
+    settings.write_text(yaml.safe_dump(config.model_dump(mode="json", exclude={"http"})))
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    if cache is not None:
+        env["POLYGLOT_CACHE"] = str(cache)
+    command = [sys.executable, "run.py", "--config", str(settings), "--port", str(port)]
+    command += ["--metrics-port", str(free_port())]
+    log = workdir / "launch.log"
+    found: dict[str, Any] = {"cache": "empty" if cache is not None else "as found"}
+    base = f"http://127.0.0.1:{port}"
+    with log.open("w") as out:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=out)
+    try:
+        deadline = started + timeout
+        while "page_up_s" not in found or "api_ready_s" not in found:
+            if process.poll() is not None or time.perf_counter() > deadline:
+                raise RuntimeError(f"run.py did not get ready; its output:\n{log.read_text()}")
+            if "page_up_s" not in found and _answers(f"{base}/"):
+                found["page_up_s"] = time.perf_counter() - started
+            if "api_ready_s" not in found and _answers(f"{base}/api/healthz"):
+                found["api_ready_s"] = time.perf_counter() - started
+                found["memory"] = app_memory_mib(process.pid)
+            time.sleep(0.1)
+        while "Ready in" not in log.read_text():  # healthy before run.py has said so
+            if process.poll() is not None or time.perf_counter() > deadline:
+                raise RuntimeError(f"run.py did not say it was ready:\n{log.read_text()}")
+            time.sleep(0.1)
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    return found
