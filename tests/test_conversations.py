@@ -139,6 +139,32 @@ def test_a_copy_older_than_this_tab_s_own_changes_undoes_none_of_them():
     assert [c.turns for c in other.conversations] == [[ENGLISH, FRENCH]]
 
 
+def test_a_tab_knows_when_another_tab_s_copy_lacks_one_of_its_turns_or_deletions():
+    """What makes a tab write its merged list back (``take_up``): the other tab's copy lacks a
+    conversation, a newer copy of one, or a deletion. Once both hold the same, neither does."""
+    one, other = Library(BIG), Library(BIG)
+    one.record(one.active, [FRENCH])
+    kept = one.active
+    one.start_new()
+    one.record(one.active, [ENGLISH])
+
+    def copy(library: Library) -> Library:
+        return Library.stored(json.loads(json.dumps(library.saved())), BIG)
+
+    assert one.holds_more_than(copy(other))  # two conversations the other tab never saw
+    other.adopt(copy(one))
+    assert not one.holds_more_than(copy(other)) and not other.holds_more_than(copy(one))
+    one.record(one.active, [ENGLISH, FRENCH])  # a newer copy of a conversation
+    assert one.holds_more_than(copy(other))
+    other.adopt(copy(one))
+    one.open(kept)
+    one.delete()  # a deletion alone
+    assert kept in {c.id for c in copy(other).conversations}  # the other tab still lists it
+    assert one.holds_more_than(copy(other))
+    other.adopt(copy(one))
+    assert not one.holds_more_than(copy(other)) and kept not in {c.id for c in other.conversations}
+
+
 def test_the_conversation_on_screen_is_not_overwritten_by_another_tab_s_copy():
     """Tabs share the current conversation's own storage too: the last tab to write it wins.
     A reload shows the list's active conversation, and never puts another one's turns in it."""

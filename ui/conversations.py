@@ -149,10 +149,18 @@ class Library:
         self.restored = True
         return turns
 
+    @classmethod
+    def stored(cls, saved: Any, budget_bytes: int) -> Library:
+        """A stored list (another tab's copy) read on its own; entries that do not read are
+        left out."""
+        copy = cls(budget_bytes)
+        copy._read(saved if isinstance(saved, dict) else {})
+        return copy
+
     def adopt(self, saved: Any) -> bool:
         """Another tab of this browser wrote the list: this tab merges it into its own, and keeps
         its own conversation on screen. Says whether that conversation changed (another turn, a
-        new name, or deleted there).
+        new name, or deleted there). ``saved``: the stored list, or a ``Library.stored`` of it.
 
         The copy may be older than this tab's own changes (it was read when the other tab
         wrote, and a turn may have ended here since), so nothing is replaced wholesale: of each
@@ -160,8 +168,7 @@ class Library:
         last change."""
         before = self.find(self.active)
         before = (before.turns, before.title) if before else None
-        other = Library(self.budget_bytes)
-        other._read(saved if isinstance(saved, dict) else {})
+        other = saved if isinstance(saved, Library) else Library.stored(saved, self.budget_bytes)
         for conversation_id, when in other.deleted.items():
             self.deleted[conversation_id] = max(when, self.deleted.get(conversation_id, when))
         newest = {c.id: c for c in self.conversations}
@@ -174,16 +181,15 @@ class Library:
         after = self.find(self.active)
         return before != ((after.turns, after.title) if after else None)
 
-    def holds_more_than(self, saved: Any) -> bool:
-        """Whether this list holds something that ``saved`` (another tab's copy) lacks: a
-        conversation, a newer copy of one, or a deletion. Then this tab writes its merged list
-        back: a tab that wrote a list older than another's must not leave storage behind."""
-        other = Library(self.budget_bytes)
-        other._read(saved if isinstance(saved, dict) else {})
+    def holds_more_than(self, other: Library) -> bool:
+        """Whether this list holds something that ``other`` (another tab's copy, read with
+        ``Library.stored``) lacks: a conversation, a newer copy of one, or a deletion that this
+        list would write. Then this tab writes its merged list back: a tab that wrote a list
+        older than another's must not leave storage behind."""
         theirs = {c.id: c.changed for c in other.conversations}
         if any(theirs.get(c.id, -1.0) < c.changed for c in self.conversations):
             return True
-        kept = self.saved()["deleted"]  # the newest ones, as this list would write them
+        kept = self._newest_deletions()
         return any(when > other.deleted.get(gone, -1.0) for gone, when in kept.items())
 
     def _read(self, saved: dict[str, Any]) -> None:
@@ -314,14 +320,16 @@ class Library:
 
     def saved(self) -> dict[str, Any]:
         """What the browser keeps."""
-        conversations = [c.saved() for c in self.conversations]
-        deleted = dict(sorted(self.deleted.items(), key=lambda item: item[1])[-MAX_DELETED:])
         return {
             "version": LIST_VERSION,
             "active": self.active,
-            "conversations": conversations,
-            "deleted": deleted,
+            "conversations": [c.saved() for c in self.conversations],
+            "deleted": self._newest_deletions(),
         }
+
+    def _newest_deletions(self) -> dict[str, float]:
+        """The deletions the browser keeps: the newest ``MAX_DELETED``."""
+        return dict(sorted(self.deleted.items(), key=lambda item: item[1])[-MAX_DELETED:])
 
     def choices(self) -> list[tuple[str, str]]:
         return [(c.title, c.id) for c in self.conversations]

@@ -148,9 +148,10 @@ class ListHandlers:
             saved = None
         if saved is None:
             return "", gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        changed = library.adopt(saved)
+        theirs = Library.stored(saved, library.budget_bytes)
+        changed = library.adopt(theirs)
         write = ""
-        if library.restored and library.holds_more_than(saved):
+        if library.restored and library.holds_more_than(theirs):
             write, *_ = await self.persist(sealed, library)
         redraw = changed and not running
         view = _view(library.turns_on_screen()) if redraw else (gr.skip(), gr.skip(), gr.skip())
