@@ -46,13 +46,15 @@ def _layers(results: dict[str, Any]) -> list[str]:
 
 
 def _concurrency(results: dict[str, Any]) -> list[str]:
-    columns = ["engine", "concurrent conversations", "batching", "aggregate tokens/s", "× one"]
+    columns = ["engine", "concurrent conversations", "path", "aggregate tokens/s", "× one"]
     columns += ["TTFT p50", "TTFT p95", "TTFT p95 / one's p50", "total p50", "total p95"]
     rows = []
     for engine, found in results["engines"].items():
-        sweeps = [("on", found["concurrency"])]
+        sweeps = [("WebSocket API", found["concurrency"])]
         if "concurrency_no_batching" in found:
-            sweeps.append(("off", found["concurrency_no_batching"]))
+            sweeps.append(("WebSocket API, batching off", found["concurrency_no_batching"]))
+        if "concurrency_direct" in found:
+            sweeps.append(("in-process `ChatModel.stream` (no Serve)", found["concurrency_direct"]))
         for mode, sweep in sweeps:
             single = next(iter(sweep.values())).get("ttft_p50_ms", NAN)
             for level, row in sweep.items():

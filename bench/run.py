@@ -27,6 +27,7 @@ from bench.graph import PeakMemory, bench_config, deploy, redeploy_api, without_
 from bench.launch import launch_to_ready
 from bench.report import write_markdown, write_plot
 from bench.scenarios import concurrency, french, layers, translation
+from serving.chat import ChatModel
 from serving.config import AppConfig
 from serving.testing.graphs import delete_graph
 from serving.testing.probes import app_memory_mib, free_port
@@ -63,10 +64,13 @@ def run_engine(config: AppConfig, base_url: str, args: argparse.Namespace) -> di
     startup["cached_deploy_to_healthy_s"] = deploy(config)
     found["startup"] = startup
     print(f"  start-up: {startup}", flush=True)
-    found["layers"] = asyncio.run(layers(config, base_url, args))
+    direct = ChatModel(config.chat)  # the same engine and code path, in this process
+    found["layers"] = asyncio.run(layers(direct, base_url, args))
     with PeakMemory() as memory:
         found["concurrency"] = asyncio.run(concurrency(base_url, args))
     found["memory"] = {**app_memory_mib(), "peak_mib": round(memory.peak_mib)}
+    found["concurrency_direct"] = asyncio.run(concurrency(base_url, args, direct))
+    del direct
     found["french"] = asyncio.run(french(base_url, args))
     found["translation"] = asyncio.run(translation(args))
     if args.batching_off:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import random
 import time
 from typing import Any
@@ -18,7 +19,7 @@ from bench.measure import (
     summarize,
     timed,
 )
-from serving.config import AppConfig
+from serving.chat import ChatModel
 from serving.events import ChatReply, Event
 from serving.sentences import split_sentences
 from serving.testing.graphs import api_ws_url
@@ -48,15 +49,13 @@ def _handle(deployment: str, stream: bool = False):
     return handle.options(stream=True) if stream else handle
 
 
-async def layers(config: AppConfig, base_url: str, args: argparse.Namespace) -> dict[str, Any]:
+async def layers(direct: ChatModel, base_url: str, args: argparse.Namespace) -> dict[str, Any]:
     """Scenarios 1-4 on the same prompts, in a new random order each round, so that machine
-    noise and warm caches favour no layer."""
+    noise and warm caches favour no layer. ``direct``: the deployed ChatModel's class, with
+    the same settings and engine, in this process."""
     import websockets
     from gradio_client import Client
 
-    from serving.chat import ChatModel
-
-    direct = ChatModel(config.chat)  # the same engine and code path, in this process
     handle = _handle("ChatModel", stream=True)
     page = Client(base_url + "/", verbose=False)
     prompts = (ENGLISH * ((args.requests // len(ENGLISH)) + 1))[: args.requests]
@@ -104,18 +103,27 @@ async def translation(args: argparse.Namespace) -> dict[str, Any]:
     return rows
 
 
-async def concurrency(base_url: str, args: argparse.Namespace) -> dict[str, Any]:
-    """N conversations at once over the WebSocket API, several turns each."""
+async def concurrency(
+    base_url: str, args: argparse.Namespace, direct: ChatModel | None = None
+) -> dict[str, Any]:
+    """N conversations at once over the WebSocket API, several turns each. With ``direct``,
+    the same conversations call ``ChatModel.stream`` in this process instead: the engine's
+    own limit at each load, with no Serve, router or socket in the way."""
     import websockets
 
     sweep: dict[str, Any] = {}
 
     async def conversation(index: int, out: list[Sample], errors: list[str]) -> None:
-        async with websockets.connect(api_ws_url(base_url), max_size=None) as socket_:
+        async with contextlib.AsyncExitStack() as stack:
+            if direct is None:
+                socket_ = await stack.enter_async_context(
+                    websockets.connect(api_ws_url(base_url), max_size=None)
+                )
             for turn in range(args.turns):
                 prompt = ENGLISH[(index + turn) % len(ENGLISH)]
+                pieces = direct_pieces(direct, prompt) if direct else socket_pieces(socket_, prompt)
                 try:
-                    out.append(await timed(socket_pieces(socket_, prompt)))
+                    out.append(await timed(pieces))
                 except RuntimeError as exc:
                     errors.append(str(exc))
 
@@ -133,7 +141,8 @@ async def concurrency(base_url: str, args: argparse.Namespace) -> dict[str, Any]
             errors=len(errors),
         )
         sweep[str(level)] = row
-        print(f"  concurrency {level}: {row['aggregate_tokens_per_s']:.1f} tokens/s", flush=True)
+        path = "in-process" if direct else "WebSocket"
+        print(f"  concurrency {level} ({path}): {row['aggregate_tokens_per_s']:.1f} tokens/s")
     one = sweep[next(iter(sweep))]["aggregate_tokens_per_s"]
     for row in sweep.values():
         row["gain_over_one"] = row["aggregate_tokens_per_s"] / one

@@ -23,7 +23,8 @@ def test_bench_runs_on_tiny_models_and_writes_its_results(tmp_path: Path):
         assert set(found["layers"]) == {"direct", "handle", "websocket", "gradio"}, engine
         for row in found["layers"].values():
             assert row["requests"] == 2 and row["ttft_p50_ms"] > 0 and row["tokens_per_s"] > 0
-        for sweep in (found["concurrency"], found["concurrency_no_batching"]):
+        sweeps = ("concurrency", "concurrency_no_batching", "concurrency_direct")
+        for sweep in (found[name] for name in sweeps):
             assert [row["concurrency"] for row in sweep.values()] == [1, 4]
             # Every conversation's one turn (--turns 1) was answered and timed.
             assert all(row["errors"] == 0 for row in sweep.values())
@@ -54,3 +55,4 @@ def test_bench_runs_on_tiny_models_and_writes_its_results(tmp_path: Path):
     assert "| llama.cpp | 3. WebSocket API |" in table
     assert "| transformers | 3. WebSocket API |" in table
     assert "| llama.cpp | " in table.split("`run.py` launched")[1]
+    assert "| transformers | 4 | in-process `ChatModel.stream` (no Serve) |" in table
