@@ -139,10 +139,13 @@ async def concurrency(
             wall_s=wall,
             aggregate_tokens_per_s=len(samples) * args.tokens / wall,
             errors=len(errors),
+            error_messages=sorted(set(errors)),
         )
         sweep[str(level)] = row
         path = "in-process" if direct else "WebSocket"
         print(f"  concurrency {level} ({path}): {row['aggregate_tokens_per_s']:.1f} tokens/s")
+        for message in row["error_messages"]:
+            print(f"    error: {message}")
     one = sweep[next(iter(sweep))]["aggregate_tokens_per_s"]
     for row in sweep.values():
         row["gain_over_one"] = row["aggregate_tokens_per_s"] / one
