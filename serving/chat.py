@@ -10,8 +10,8 @@ from typing import Any
 from serving.config import ChatSettings
 from serving.engine import ChatMessage, Engine, EngineDeployment, Sampling, Usage, load_engine
 from serving.errors import InvalidRequestError
-from serving.events import PromptInfo, ReplyInfo
-from serving.pacing import paced
+from serving.events import WORKING, WORKING_EVERY_S, PromptInfo, ReplyInfo, Working
+from serving.pacing import kept_alive, paced
 
 logger = logging.getLogger(__name__)
 
@@ -80,8 +80,9 @@ class ChatModel(EngineDeployment):
 
     async def stream(
         self, history: list[ChatMessage], message: str, options: dict[str, Any] | None = None
-    ) -> AsyncIterator[PromptInfo | str | ReplyInfo]:
-        """A ``PromptInfo``, the reply's text pieces as the model generates them, a ``ReplyInfo``.
+    ) -> AsyncIterator[PromptInfo | str | Working | ReplyInfo]:
+        """A ``PromptInfo``, the reply's text pieces as the model generates them (``Working``
+        while there is none for ``WORKING_EVERY_S``), a ``ReplyInfo``.
 
         ``options``: a client's decoding options (``Sampling.with_options``).
         """
@@ -92,6 +93,9 @@ class ChatModel(EngineDeployment):
         yield info
         usage = Usage()
         pieces = paced(self.engine.stream(prompt, sampling, usage), self.settings.stream_interval_s)
+        # Queued behind other replies, the engine may say nothing for a long while: the router
+        # must not take that for a replica that died.
+        pieces = kept_alive(pieces, WORKING_EVERY_S, WORKING)
         async with aclosing(pieces):  # a caller that leaves stops the engine at once
             async for piece in pieces:
                 yield piece

@@ -172,8 +172,10 @@ class RouterSettings(StrictModel):
         25,
         gt=0,
         description=(
-            "A turn whose model says nothing for this long (a replica that died, a queue that "
-            "does not move) ends with a generation_failed error instead of going quiet."
+            "A turn whose model says nothing for this long (a replica that died, a request "
+            "that never reaches one) ends with a generation_failed error instead of going "
+            "quiet. A replica that is only slow sends a sign of life every 5 s meanwhile "
+            "(events.WORKING_EVERY_S), so keep this well above that."
         ),
     )
     deployment: DeploymentSettings = Field(

@@ -147,7 +147,19 @@ class ReplyInfo:
     finish_reason: Literal["stop", "length"]
 
 
-ChatItem = PromptInfo | str | ReplyInfo  # a reply stream: one PromptInfo, texts, one ReplyInfo
+@dataclass(frozen=True)
+class Working:
+    """A sign of life in a model's stream that has had nothing else to send for a while (its
+    request waits behind others in the engine, or the model reads a long prompt). The router's
+    silence guard (``router.model_silence_s``) then knows that the replica is alive and the
+    turn is only slow; every reader skips it."""
+
+
+WORKING = Working()
+WORKING_EVERY_S = 5.0  # a model stream with nothing to send says Working this often
+
+# A reply stream: one PromptInfo, texts (and Working while there are none), one ReplyInfo.
+ChatItem = PromptInfo | str | Working | ReplyInfo
 
 
 class ChatReply:
@@ -169,5 +181,7 @@ class ChatReply:
                 self.end = item
             elif isinstance(item, str):
                 yield item
+            elif isinstance(item, Working):
+                continue
             else:
                 raise TypeError(f"A reply stream has one PromptInfo, first: got {item!r}.")

@@ -15,6 +15,7 @@ from contextlib import aclosing, suppress
 from typing import TypeVar
 
 T = TypeVar("T")
+S = TypeVar("S")
 _END = object()
 
 
@@ -77,3 +78,35 @@ async def paced(
             reader.cancel()
             with suppress(asyncio.CancelledError):
                 await reader
+
+
+async def kept_alive(
+    items: AsyncGenerator[T, None], every_s: float, sign: S
+) -> AsyncIterator[T | S]:
+    """``items``, with ``sign`` in between whenever none has come for ``every_s``: a model
+    that is slow to start (queued behind other requests) says it is still at work.
+
+    Leaving this stream cancels the step of ``items`` that is under way, which stops the
+    source within its current step, as ``paced`` does.
+    """
+    step: asyncio.Future | None = None
+    try:
+        while True:
+            if step is None:
+                step = asyncio.ensure_future(anext(items))
+            done, _ = await asyncio.wait({step}, timeout=every_s)
+            if not done:
+                yield sign
+                continue
+            finished, step = step, None
+            try:
+                item = finished.result()
+            except StopAsyncIteration:
+                return
+            yield item
+    finally:
+        if step is not None and not step.done():
+            step.cancel()
+            with suppress(asyncio.CancelledError, StopAsyncIteration):
+                await step
+        await items.aclose()

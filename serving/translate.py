@@ -19,8 +19,10 @@ from typing import Literal
 from serving.config import DIRECTIONS, TranslatorSettings
 from serving.engine import Engine, EngineDeployment, Sampling, Usage, load_engine
 from serving.errors import InvalidRequestError
+from serving.events import WORKING, WORKING_EVERY_S, Working
 from serving.languages import ENGLISH, language
 from serving.model_config import ModelSpec
+from serving.pacing import kept_alive
 from serving.sentences import Sentences, separator_after, split_sentences
 
 # A list marker or heading at the start of a sentence: kept as is, not sent to the model.
@@ -121,8 +123,18 @@ class Translator(EngineDeployment):
                 return ids
         return ids[-limit:]
 
-    async def stream_sentence(self, sentence: str, source: str, target: str) -> AsyncIterator[str]:
-        """One sentence's translation as it is generated (the router cuts the sentences)."""
+    async def stream_sentence(
+        self, sentence: str, source: str, target: str
+    ) -> AsyncIterator[str | Working]:
+        """One sentence's translation as it is generated (the router cuts the sentences), and
+        ``Working`` while the engine has had nothing to say for ``WORKING_EVERY_S`` (the
+        sentence waits behind others): the router must not take that for a dead replica."""
+        pieces = kept_alive(self._sentence(sentence, source, target), WORKING_EVERY_S, WORKING)
+        async with contextlib.aclosing(pieces):  # a caller that leaves stops the engine
+            async for piece in pieces:
+                yield piece
+
+    async def _sentence(self, sentence: str, source: str, target: str) -> AsyncIterator[str]:
         route = self.route(source, target)
         engine = route.engine
         marker = _MARKER.match(sentence)
@@ -159,7 +171,7 @@ class Translator(EngineDeployment):
         for sentence in split_sentences(text, self.route(source, target).source_rules):
             if previous is not None:
                 yield separator_after(previous)
-            async for piece in self.stream_sentence(sentence, source, target):
+            async for piece in self._sentence(sentence, source, target):
                 yield piece
             previous = sentence
 

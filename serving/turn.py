@@ -25,6 +25,7 @@ from serving.events import (
     Event,
     StartEvent,
     Usage,
+    Working,
 )
 from serving.languages import ENGLISH
 from serving.protocol import ChatRequest, HistoryEntry
@@ -53,11 +54,13 @@ class TurnModels(Protocol):
     async def to_english(self, text: str, language: str) -> str:
         """A text in ``language`` (a served one) in English, whole."""
 
-    def to_user(self, sentence: str, language: str) -> Stream[str]:
-        """One English sentence in ``language``, piece by piece."""
+    def to_user(self, sentence: str, language: str) -> Stream[str | Working]:
+        """One English sentence in ``language``, piece by piece (``Working`` while the model
+        has none: it is alive, only slow)."""
 
     def chat(self, history: list[dict], message: str, options: dict | None) -> Stream[ChatItem]:
-        """The chat model's reply: a ``PromptInfo``, text pieces, a ``ReplyInfo``."""
+        """The chat model's reply: a ``PromptInfo``, text pieces (``Working`` while there is
+        none), a ``ReplyInfo``."""
 
 
 class TurnObserver(Protocol):
@@ -94,7 +97,9 @@ async def within(stream: AsyncIterator[Any], seconds: float) -> AsyncIterator[An
     """``stream``'s items, failing the turn when the next one takes longer than ``seconds``.
 
     A handle request to a replica that died, or that waits for a replica that never comes, can
-    otherwise wait for ever: a client must get its reply or an error, never silence.
+    otherwise wait for ever: a client must get its reply or an error, never silence. A model
+    that is only slow (its request queued behind others) sends ``Working`` meanwhile, which
+    restarts the wait like any item (``ChatReply`` skips it).
     """
     stream = aiter(stream)
     while True:
@@ -271,6 +276,8 @@ class TurnPipeline:
                 translation = self.models.to_user(item, language)
                 try:
                     async for piece in within(translation, self.settings.model_silence_s):
+                        if isinstance(piece, Working):  # a sign of life, not text
+                            continue
                         yield DeltaEvent(text=separator + piece, text_en=text_en)
                         separator, text_en = "", None
                 except BaseException:

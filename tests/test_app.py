@@ -33,6 +33,7 @@ def test_chat_deployment_streams_through_a_handle(tiny_app: str):
         return [piece async for piece in chat.stream.remote([], "Hello, how are you today?")]
 
     info, *out, end = asyncio.run(pieces())
+    out = [piece for piece in out if isinstance(piece, str)]  # a busy machine adds Working
     assert info.history_dropped == 0 and info.prompt_tokens > 0
     assert len(out) > 1 and "".join(out).strip()
     assert end.completion_tokens >= len(out)
@@ -382,7 +383,8 @@ def test_concurrent_replies_share_decoding_steps_in_the_replica(long_app: str):
     at_all, replies = asyncio.run(together())
     steps = plain.activity.remote().result()["steps"] - at_all
     assert [items[-1].completion_tokens for items in replies] == [tokens] * 6
-    assert all("".join(items[1:-1]).strip() for items in replies)
+    texts = [[item for item in items if isinstance(item, str)] for items in replies]
+    assert all("".join(text).strip() for text in texts)
     # Each step gives every running reply a token, and none had 300 left: one at a time, ~6 x 300.
     assert steps <= tokens, f"{steps} decoding steps after all six began: not batched"
 

@@ -6,7 +6,7 @@ import pytest
 from serving.chat import ChatModel
 from serving.config import ChatSettings
 from serving.errors import InvalidRequestError
-from serving.events import PromptInfo, ReplyInfo
+from serving.events import PromptInfo, ReplyInfo, Working
 from serving.model_config import GenerationSettings, ModelSpec
 
 HISTORY = [
@@ -52,6 +52,32 @@ def test_causal_chat_streams_several_pieces(tiny_chat_source: Path):
     pieces = asyncio.run(collect(model, HISTORY, "What would you like to eat?"))
     assert len(pieces) > 1
     assert "".join(pieces).strip()
+
+
+def test_a_reply_slow_to_start_says_it_is_working_until_its_first_text(
+    tiny_chat_source: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Queued behind other replies, the engine says nothing for a while: the stream says
+    Working meanwhile, so the router does not take the replica for a dead one."""
+    monkeypatch.setattr("serving.chat.WORKING_EVERY_S", 0.05)
+    model = chat_model(tiny_chat_source)
+    generate = model.engine.stream
+
+    async def queued(*args, **kwargs):
+        await asyncio.sleep(0.4)  # the other requests' turn
+        async for piece in generate(*args, **kwargs):
+            yield piece
+
+    model.engine.stream = queued
+
+    async def items() -> list:
+        return [item async for item in model.stream([], "What would you like to eat?")]
+
+    info, *rest, end = asyncio.run(items())
+    assert isinstance(info, PromptInfo) and isinstance(end, ReplyInfo)
+    first_text = next(i for i, item in enumerate(rest) if isinstance(item, str))
+    assert first_text >= 3 and all(isinstance(item, Working) for item in rest[:first_text])
+    assert "".join(item for item in rest if isinstance(item, str)).strip()
 
 
 def test_seq2seq_chat_answers(tiny_seq2seq: Path):

@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from itertools import pairwise
 
 import pytest
 
-from serving.pacing import paced
+from serving.pacing import kept_alive, paced
 
 
 async def _source(
@@ -104,3 +105,30 @@ def test_the_sources_error_comes_after_the_text_before_it():
     with pytest.raises(ValueError, match="bad"):
         asyncio.run(listen())
     assert "".join(received) == "".join(WORDS[:5])
+
+
+def test_a_source_slow_to_start_says_it_is_working_and_then_runs_to_its_end():
+    """A reply queued behind others: signs while nothing comes, then every piece in order."""
+    log: list[str] = []
+
+    async def collect() -> list[str]:
+        return [item async for item in kept_alive(_source(["a", "b"], 0.35, log), 0.1, ".")]
+
+    out = asyncio.run(collect())
+    assert [item for item in out if item != "."] == ["a", "b"], out
+    assert 2 <= out[: out.index("a")].count(".") <= 4, out  # about one sign per 0.1 s
+    assert log == ["finished"]
+
+
+def test_leaving_a_kept_alive_stream_while_it_waits_stops_the_source():
+    log: list[str] = []
+
+    async def leave() -> None:
+        stream = kept_alive(_source(WORDS, 3600, log), 0.05, ".")
+        async with aclosing(stream):
+            async for item in stream:
+                assert item == "."
+                break
+        assert log == ["stopped"]  # at once, not when the event loop ends
+
+    asyncio.run(asyncio.wait_for(leave(), 10))

@@ -5,6 +5,7 @@ import pytest
 
 from serving.config import LanguageModel, LanguageModels, TranslatorSettings
 from serving.errors import InvalidRequestError
+from serving.events import Working
 from serving.languages import language
 from serving.model_config import GenerationSettings, ModelSpec
 from serving.translate import Translator
@@ -83,11 +84,11 @@ def test_a_message_is_cut_with_its_own_language_s_rules(tiny_chat_source: Path):
     model = translator(tiny_chat_source, ["de"])
     cut: list[str] = []
 
-    async def stream_sentence(sentence: str, source: str, target: str):
+    async def one_sentence(sentence: str, source: str, target: str):
         cut.append(sentence)
         yield sentence
 
-    model.stream_sentence = stream_sentence
+    model._sentence = one_sentence
     asyncio.run(
         model.translate("Wir treffen uns am 3. Oktober, z.B. im Park. Bis dann!", "de", "en")
     )
@@ -104,6 +105,33 @@ def test_causal_translation_streams_one_line_per_sentence(tiny_chat_source: Path
     assert " " in out  # the separator between the two translated sentences
     assert all("\n" not in piece for piece in out)
     assert "".join(out).strip()
+
+
+def test_a_sentence_slow_to_start_says_it_is_working_and_a_whole_text_does_not(
+    tiny_chat_source: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Queued behind other sentences, the engine says nothing for a while: the router's
+    stream says Working meanwhile; a whole translation (``translate``) is text alone."""
+    monkeypatch.setattr("serving.translate.WORKING_EVERY_S", 0.05)
+    model = translator(tiny_chat_source)
+    engine = model.route("en", "fr").engine
+    generate = engine.stream
+
+    async def queued(*args, **kwargs):
+        await asyncio.sleep(0.4)  # the other sentences' turn
+        async for piece in generate(*args, **kwargs):
+            yield piece
+
+    engine.stream = queued
+
+    async def items() -> list:
+        return [item async for item in model.stream_sentence("Thank you.", "en", "fr")]
+
+    out = asyncio.run(items())
+    first_text = next(i for i, item in enumerate(out) if isinstance(item, str))
+    assert first_text >= 3 and all(isinstance(item, Working) for item in out[:first_text])
+    assert all(isinstance(item, str) for item in out[first_text:])
+    assert asyncio.run(model.translate("Thank you. See you soon.", "en", "fr"))
 
 
 def test_health_check_fails_once_the_weights_go_bad(tiny_seq2seq: Path):

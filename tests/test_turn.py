@@ -14,7 +14,15 @@ import pytest
 
 from serving.config import RouterSettings
 from serving.errors import GenerationError
-from serving.events import DeltaEvent, Detection, DoneEvent, PromptInfo, ReplyInfo, StartEvent
+from serving.events import (
+    WORKING,
+    DeltaEvent,
+    Detection,
+    DoneEvent,
+    PromptInfo,
+    ReplyInfo,
+    StartEvent,
+)
 from serving.protocol import ChatRequest, HistoryEntry
 from serving.turn import TurnPipeline, answered, within
 
@@ -350,6 +358,65 @@ def test_a_chat_model_that_goes_quiet_ends_the_turn_within_the_silence_bound():
         _turn(pipeline, "How are you?")
     assert time.monotonic() - started < 5  # 0.2 s of silence, not the stall's forever
     assert models.streams[0].cancelled
+
+
+def test_a_slow_chat_model_that_says_it_is_working_is_waited_for_past_the_silence_bound():
+    """A reply queued behind others in a busy engine: its first text comes later than the
+    silence bound, but the replica says Working meanwhile. The turn is answered, and the
+    signs reach no client; a replica that died says nothing and is still caught (above)."""
+
+    class Queued:
+        cancelled = False
+
+        async def _run(self):
+            yield PromptInfo(history_dropped=0, prompt_tokens=9)
+            for _ in range(6):  # 0.6 s of waiting, three times the 0.2 s bound
+                await asyncio.sleep(0.1)
+                yield WORKING
+            yield " Fine,"
+            yield " thanks."
+            yield ReplyInfo(2, "stop")
+
+        def __aiter__(self):
+            return self._run()
+
+        def cancel(self) -> None:
+            self.cancelled = True
+
+    models = ScriptedModels(REPLY)
+    models.chat = lambda history, message, options: Queued()
+    pipeline, _ = _pipeline(models, silence=0.2)
+    start, *deltas, done = _turn(pipeline, "How are you?")
+    assert isinstance(start, StartEvent) and isinstance(done, DoneEvent)
+    assert [d.text for d in deltas] == ["Fine,", " thanks."]
+    assert done.reply == "Fine, thanks."
+
+
+def test_a_slow_translator_that_says_it_is_working_is_waited_for_past_the_silence_bound():
+    """Each sentence's translation waits behind others, longer than the silence bound, with
+    Working signs meanwhile: the French reply comes whole, and no sign becomes text."""
+    models = ScriptedModels(REPLY)
+    to_user = models.to_user
+
+    class Queued(ScriptedStream):
+        async def _run(self):
+            for _ in range(5):  # 0.5 s before the first word, against a 0.2 s bound
+                await asyncio.sleep(0.1)
+                yield WORKING
+            async for item in super()._run():
+                yield item
+
+    def queued(sentence: str, language: str) -> ScriptedStream:
+        stream = Queued(to_user(sentence, language).items)
+        models.streams.append(stream)
+        return stream
+
+    models.to_user = queued
+    pipeline, _ = _pipeline(models, silence=0.2)
+    start, *deltas, done = _turn(pipeline, "Bonjour, comment vas-tu ?")
+    assert start.language == "fr" and isinstance(done, DoneEvent)
+    assert done.reply == "Je vais bien. Merci de demander ! Et toi ?"
+    assert "".join(d.text for d in deltas) == done.reply
 
 
 def test_a_language_the_service_does_not_speak_is_answered_in_english_and_says_why():
