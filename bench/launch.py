@@ -32,7 +32,9 @@ def _answers(url: str) -> bool:
         return False
 
 
-def launch_to_ready(config: AppConfig, workdir: Path, cache: Path | None, timeout: float = 900):
+def launch_to_ready(
+    config: AppConfig, workdir: Path, cache: Path | None, timeout: float = 900
+) -> dict[str, Any]:
     """Seconds from launching run.py with ``config`` to its page answering and to /api/healthz
     answering 200, and the PSS of run.py and every process under it at that moment.
 

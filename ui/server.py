@@ -1,7 +1,7 @@
 """ChatUI deployment: the Gradio page in a Serve ingress (one replica: sessions live in memory).
 
 Gradio is imported in the replica only, where the page is built: the process that deploys the
-graph (`run.py`, `serve run`) does not spend the 4 s and ~70 MB that importing it costs.
+graph (`run.py`, `serve run`) does not spend the 4 s and ~40 MB that importing it costs.
 """
 
 from __future__ import annotations
