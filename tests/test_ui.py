@@ -251,9 +251,30 @@ def test_the_page_serves_no_files_and_no_code_editor(tiny_app: str):
     assert edit.status_code >= 400  # Gradio's in-browser code editor stays off
 
 
+def test_each_tab_gets_its_own_list_and_no_load_event_replaces_it():
+    """Gradio gives each tab a deep copy of a ``gr.State``'s value; for a callable value it also
+    adds a load event that replaces the tab's state. That event raced with the page's own load
+    (which restores the list) and with a quick first action: in CI, a conversation imported
+    into a fresh page showed in the list but not in the chat window."""
+    import copy
+
+    from ui.conversations import Library
+
+    demo = build_demo("ws://127.0.0.1:9/api/chat", "Test")
+    states = [block for block in demo.blocks.values() if isinstance(block, gr.State)]
+    on_load = [fn for fn in demo.fns.values() if any(event == "load" for _, event in fn.targets)]
+    assert on_load  # the page's own load events are there to be checked
+    for fn in on_load:
+        replaced = [block for block in fn.outputs if block in states]
+        assert not replaced, f"{fn.name} replaces a tab's state when the page loads"
+    (template,) = [block.value for block in states if isinstance(block.value, Library)]
+    one, two = copy.deepcopy(template), copy.deepcopy(template)  # as Gradio does, per tab
+    assert one.active != two.active  # two new tabs must not start the same conversation
+
+
 def test_a_list_the_page_has_not_read_takes_up_the_stored_one_before_it_is_written():
     """Should an event get a Library that never read the browser's list (its load event failed,
-    or Gradio handed the event a fresh one), the write must not replace every stored
+    or had not run yet when the person acted), the write must not replace every stored
     conversation with this list: it takes up the stored one first. A stored list that cannot
     be read is not written over."""
     from ui.conversation_files import seal, unseal

@@ -110,11 +110,23 @@ class Library:
 
     budget_bytes: int
     conversations: list[Conversation] = field(default_factory=list)  # last changed first
-    active: str = field(default_factory=_new_id)
     # The conversations that left the list, and when: so that another tab's copy does not
     # bring one back (``adopt``).
     deleted: dict[str, float] = field(default_factory=dict)
     restored: bool = False  # from the browser's storage, by the page's load event
+    _active: str | None = field(default=None, repr=False)
+
+    @property
+    def active(self) -> str:
+        """The id of the conversation on screen, drawn when it is first needed: each tab's copy
+        of a blank list (``ListHandlers.blank``) draws its own."""
+        if self._active is None:
+            self._active = _new_id()
+        return self._active
+
+    @active.setter
+    def active(self, conversation_id: str) -> None:
+        self._active = conversation_id
 
     async def until_restored(self, timeout_s: float = 10.0) -> None:
         """A turn sent before the page's load event has restored the list waits for it, so

@@ -91,7 +91,11 @@ class ListHandlers:
         self.secret = secret
 
     def blank(self) -> Library:
-        """The list a tab starts with (Gradio calls this once per tab), until ``load``.
+        """The list a tab starts with, until ``load`` restores the stored one. The page holds
+        one, ``gr.State(lists.blank())``, and Gradio gives each tab its own deep copy, which
+        draws its own conversation id when first used. Not ``gr.State(lists.blank)``: for a
+        callable, Gradio adds a load event that puts a new, empty list in the tab's state, and
+        on a busy machine that ran after ``load`` had restored the list or after an import.
 
         Every handler that touches it is a coroutine: they all run on the replica's event loop,
         one at a time between awaits, so none sees the list half-changed."""
@@ -113,11 +117,10 @@ class ListHandlers:
     async def persist(self, stored: str, library: Library) -> tuple:
         """The list, under its budget and sealed, for the browser to keep: (sealed list, list,
         name, list notice). ``stored``: the sealed list that localStorage holds now, read by the
-        browser. Gradio has been seen, on a busy machine, to hand an event of a tab a fresh
-        Library instead of the one that the page's load event had restored: such a list first
-        takes up the stored one (``Library.adopt``), so that it neither writes every stored
-        conversation away nor stops saving. If the stored list cannot be read, nothing is
-        written."""
+        browser. A change made before the page's load event has restored the list (a quick
+        person, a busy machine) first takes up the stored one (``Library.adopt``), so that it
+        neither writes every stored conversation away nor stops saving. If the stored list
+        cannot be read, nothing is written."""
         if not library.restored:
             try:
                 library.adopt(unseal(stored, self.secret) if stored else {})

@@ -151,7 +151,8 @@ def build_demo(
         turns_state = gr.BrowserState([], storage_key="polyglot-chat-turns", secret=storage_secret)
         sealed_list = gr.Textbox(visible=False)  # the list, sealed, on its way to localStorage
         running = gr.State(set())  # this tab's turns in progress (server memory)
-        library = gr.State(lists.blank)  # this tab's live list (server memory; one per tab)
+        # This tab's live list (server memory): each tab gets its own copy (see ``blank``).
+        library = gr.State(lists.blank())
         fragment = gr.Textbox(visible=False)
         download = gr.Textbox(visible=False)  # an exported file, on its way to the browser
         upload = gr.Textbox(visible=False)  # an imported file's text, read by the browser
