@@ -105,6 +105,9 @@ class Engine(Protocol):
     name: str  # "llama.cpp" or "transformers": logs, metrics, the benchmark's engine column
     is_encoder_decoder: bool
     context_limit: int  # most tokens one request may hold, prompt and reply together
+    # How many prompts the engine keeps between requests, so that the next prompt with the same
+    # start reads only the rest: llama.cpp's slots; 0 for transformers, which keeps none.
+    kept_prompts: int
 
     def encode(self, text: str, special: bool = True) -> list[int]:
         """Token ids of ``text``; ``special`` adds the model's own start token where it has one

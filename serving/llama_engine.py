@@ -47,6 +47,7 @@ class LlamaCppEngine:
         started = time.monotonic()
         path = Path(located.path) / str(located.gguf_file)
         self.slots = batching.max_batch_size
+        self.kept_prompts = self.slots  # each slot keeps its last prompt's KV
         params = xllamacpp.CommonParams()
         params.model.path = str(path)
         params.n_parallel = self.slots

@@ -38,6 +38,7 @@ class TransformersEngine:
     """One Hugging Face model; requests with the deployment's own sampling are batched."""
 
     name = "transformers"
+    kept_prompts = 0  # every request reads its whole prompt
 
     def __init__(
         self,

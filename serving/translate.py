@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -27,6 +29,8 @@ from serving.sentences import Sentences, separator_after, split_sentences
 
 # A list marker or heading at the start of a sentence: kept as is, not sent to the model.
 _MARKER = re.compile(r"^\s*(?:\d+[.)]|[-*•]|#+)\s+")
+
+logger = logging.getLogger("ray.serve")  # the replica's own log, as Serve writes it
 
 Direction = Literal["to_english", "from_english"]
 
@@ -62,6 +66,13 @@ class Translator(EngineDeployment):
             for direction in DIRECTIONS:
                 self.routes[code, direction] = self._route(code, direction, engine, engines)
         self.engines = list(engines.values())
+        # Under Serve the constructor runs on the replica's event loop: the few-shot prompts are
+        # read there in the background, and the replica is up as soon as its models are loaded.
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # built outside an event loop (a script, a test): ``warm`` it there
+            loop = None
+        self.warming = loop.create_task(self.warm()) if loop else None
 
     def _route(
         self, code: str, direction: Direction, load: Callable[..., Engine], engines: dict
@@ -178,6 +189,35 @@ class Translator(EngineDeployment):
     async def translate(self, text: str, source: str, target: str) -> str:
         """``text`` in ``source`` (a language code) translated to ``target``, whole."""
         return "".join([piece async for piece in self.stream(text, source, target)]).strip()
+
+    async def warm(self) -> list[tuple[str, Direction]]:
+        """Reads the few-shot prompts that an engine can keep (llama.cpp keeps one per slot), so
+        that a language's first message does not wait for them: about 1 s each way on 2 cores,
+        before the first text. Languages go in the profile's order, both ways, until the
+        engine's slots but one are taken: that one is left for the health check's probe, which
+        would otherwise push the first language out. Returns what it read."""
+        started = time.monotonic()
+        room = {id(engine): engine.kept_prompts - 1 for engine in self.engines}
+        read: list[tuple[str, Direction]] = []
+        for (code, direction), route in self.routes.items():
+            if room[id(route.engine)] <= 0:
+                continue
+            room[id(route.engine)] -= 1
+            source, target = (code, ENGLISH) if direction == "to_english" else (ENGLISH, code)
+            try:
+                async for _ in self._sentence(route.examples[0][0], source, target):
+                    pass
+            except Exception as error:  # noqa: BLE001 - the health check tells; requests still run
+                logger.warning("Could not read the %s %s prompt ahead: %s", code, direction, error)
+                break
+            read.append((code, direction))
+        if read:
+            logger.info(
+                "Read the few-shot prompts of %s ahead in %.1f s",
+                ", ".join(f"{code} {direction}" for code, direction in read),
+                time.monotonic() - started,
+            )
+        return read
 
     async def check_health(self) -> None:
         """Serve replaces this replica when one of its models no longer gives usable output."""

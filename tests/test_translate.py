@@ -145,3 +145,39 @@ def test_health_check_fails_once_the_weights_go_bad(tiny_seq2seq: Path):
         next(model.engines[0].lm.model.parameters()).fill_(float("nan"))
     with pytest.raises(ModelUnavailableError, match="not finite"):
         asyncio.run(model.check_health())
+
+
+def test_a_replica_reads_the_few_shot_prompts_ahead_and_leaves_a_slot_for_the_probe(
+    tiny_gguf: Path,
+):
+    """Built on Serve's event loop, the translator reads each language's few-shot prompt in the
+    background, in the profile's order, on all of llama.cpp's slots but one: a language's first
+    sentence then reads only itself. Built outside a loop, it reads nothing ahead."""
+    from serving.engine import Usage
+    from serving.model_config import BatchSettings
+
+    settings = TranslatorSettings(
+        model=ModelSpec(source=str(tiny_gguf), threads=1, context_tokens=512),
+        generation=GenerationSettings(max_new_tokens=10),
+        batching=BatchSettings(max_batch_size=4),
+    )
+
+    async def first_sentence(model: Translator) -> Usage:
+        usage = Usage()
+        prompt = model.prompt("Il fait beau.", "fr", "en")
+        async for _ in model.route("fr", "en").engine.stream(prompt, model.sampling, usage):
+            pass
+        return usage
+
+    async def on_a_loop() -> tuple[list, Usage]:
+        model = Translator(settings, ["fr", "de"])
+        read = await model.warming
+        return read, await first_sentence(model)
+
+    read, warm = asyncio.run(on_a_loop())
+    assert read == [("fr", "to_english"), ("fr", "from_english"), ("de", "to_english")]
+    assert warm.cached_tokens > 30  # the prompt's few-shot part was read before the sentence
+
+    model = Translator(settings, ["fr", "de"])
+    assert model.warming is None
+    assert asyncio.run(first_sentence(model)).cached_tokens < warm.cached_tokens // 2
