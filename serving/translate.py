@@ -9,6 +9,7 @@ offline profile loads one Gemma for all of them.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import re
@@ -20,7 +21,7 @@ from typing import Literal
 
 from serving.config import DIRECTIONS, TranslatorSettings
 from serving.engine import Engine, EngineDeployment, Sampling, Usage, load_engine
-from serving.errors import InvalidRequestError
+from serving.errors import ChatServiceError, InvalidRequestError
 from serving.events import WORKING, WORKING_EVERY_S, Working
 from serving.languages import ENGLISH, language
 from serving.model_config import ModelSpec
@@ -66,13 +67,11 @@ class Translator(EngineDeployment):
             for direction in DIRECTIONS:
                 self.routes[code, direction] = self._route(code, direction, engine, engines)
         self.engines = list(engines.values())
-        # Under Serve the constructor runs on the replica's event loop: the few-shot prompts are
-        # read there in the background, and the replica is up as soon as its models are loaded.
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # built outside an event loop (a script, a test): ``warm`` it there
-            loop = None
-        self.warming = loop.create_task(self.warm()) if loop else None
+        # Before the replica takes its first request (Serve waits for the constructor). Under
+        # Serve the constructor runs on the replica's event loop, so ``warm`` gets its own loop,
+        # in a thread of its own.
+        with concurrent.futures.ThreadPoolExecutor(1) as reader:
+            self.warmed = reader.submit(asyncio.run, self.warm()).result()
 
     def _route(
         self, code: str, direction: Direction, load: Callable[..., Engine], engines: dict
@@ -192,10 +191,11 @@ class Translator(EngineDeployment):
 
     async def warm(self) -> list[tuple[str, Direction]]:
         """Reads the few-shot prompts that an engine can keep (llama.cpp keeps one per slot), so
-        that a language's first message does not wait for them: about 1 s each way on 2 cores,
-        before the first text. Languages go in the profile's order, both ways, until the
+        that a language's first message does not wait for them: about 0.7 s each way on 2 cores,
+        before its first text. Languages go in the profile's order, both ways, until the
         engine's slots but one are taken: that one is left for the health check's probe, which
-        would otherwise push the first language out. Returns what it read."""
+        would otherwise push the first prompt out. Returns what it read; one that fails is left
+        to its first request (the health check tells whether the model works)."""
         started = time.monotonic()
         room = {id(engine): engine.kept_prompts - 1 for engine in self.engines}
         read: list[tuple[str, Direction]] = []
@@ -207,9 +207,9 @@ class Translator(EngineDeployment):
             try:
                 async for _ in self._sentence(route.examples[0][0], source, target):
                     pass
-            except Exception as error:  # noqa: BLE001 - the health check tells; requests still run
+            except ChatServiceError as error:
                 logger.warning("Could not read the %s %s prompt ahead: %s", code, direction, error)
-                break
+                continue
             read.append((code, direction))
         if read:
             logger.info(

@@ -147,20 +147,22 @@ def test_health_check_fails_once_the_weights_go_bad(tiny_seq2seq: Path):
         asyncio.run(model.check_health())
 
 
-def test_a_replica_reads_the_few_shot_prompts_ahead_and_leaves_a_slot_for_the_probe(
+def test_the_few_shot_prompts_are_read_before_the_first_request_on_all_slots_but_one(
     tiny_gguf: Path,
 ):
-    """Built on Serve's event loop, the translator reads each language's few-shot prompt in the
-    background, in the profile's order, on all of llama.cpp's slots but one: a language's first
-    sentence then reads only itself. Built outside a loop, it reads nothing ahead."""
+    """Built, the translator has read each language's few-shot prompts, in the profile's order,
+    on all of llama.cpp's slots but one (the health probe's): a language's first sentence then
+    reads only itself. With one slot, that slot is the probe's, and nothing is read ahead."""
     from serving.engine import Usage
     from serving.model_config import BatchSettings
 
-    settings = TranslatorSettings(
-        model=ModelSpec(source=str(tiny_gguf), threads=1, context_tokens=512),
-        generation=GenerationSettings(max_new_tokens=10),
-        batching=BatchSettings(max_batch_size=4),
-    )
+    def built(slots: int) -> Translator:
+        settings = TranslatorSettings(
+            model=ModelSpec(source=str(tiny_gguf), threads=1, context_tokens=512),
+            generation=GenerationSettings(max_new_tokens=10),
+            batching=BatchSettings(max_batch_size=slots),
+        )
+        return Translator(settings, ["fr", "de"])
 
     async def first_sentence(model: Translator) -> Usage:
         usage = Usage()
@@ -169,15 +171,11 @@ def test_a_replica_reads_the_few_shot_prompts_ahead_and_leaves_a_slot_for_the_pr
             pass
         return usage
 
-    async def on_a_loop() -> tuple[list, Usage]:
-        model = Translator(settings, ["fr", "de"])
-        read = await model.warming
-        return read, await first_sentence(model)
-
-    read, warm = asyncio.run(on_a_loop())
-    assert read == [("fr", "to_english"), ("fr", "from_english"), ("de", "to_english")]
+    model = built(slots=4)
+    assert model.warmed == [("fr", "to_english"), ("fr", "from_english"), ("de", "to_english")]
+    warm = asyncio.run(first_sentence(model))
     assert warm.cached_tokens > 30  # the prompt's few-shot part was read before the sentence
 
-    model = Translator(settings, ["fr", "de"])
-    assert model.warming is None
-    assert asyncio.run(first_sentence(model)).cached_tokens < warm.cached_tokens // 2
+    alone = built(slots=1)
+    assert alone.warmed == []
+    assert asyncio.run(first_sentence(alone)).cached_tokens < warm.cached_tokens // 2
