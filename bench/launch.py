@@ -1,5 +1,6 @@
 """A start as a person makes one: `python run.py` launched, timed until the page is up and until
-every deployment is healthy, and the memory of its whole process tree (run.py included) then.
+every deployment is healthy, the memory of its whole process tree (run.py included) then, and a
+French turn sent the moment run.py says "Ready", as a script would send it.
 
 It runs before the benchmark starts its own Ray cluster, so nothing else shares the machine,
 and each launch starts and stops a Ray cluster of its own: Ray's start-up and every import are
@@ -8,6 +9,7 @@ in the figure, as they are in `make run`'s.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -19,7 +21,10 @@ from typing import Any
 import httpx
 import yaml
 
+from bench.measure import Sample, socket_pieces, timed
+from bench.scenarios import FRENCH
 from serving.config import AppConfig
+from serving.testing.graphs import api_ws_url
 from serving.testing.probes import app_memory_mib, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,11 +37,19 @@ def _answers(url: str) -> bool:
         return False
 
 
+async def _french_turn(base_url: str) -> Sample:
+    import websockets
+
+    async with websockets.connect(api_ws_url(base_url), max_size=None) as socket:
+        return await timed(socket_pieces(socket, FRENCH[0]))
+
+
 def launch_to_ready(
     config: AppConfig, workdir: Path, cache: Path | None, timeout: float = 900
 ) -> dict[str, Any]:
     """Seconds from launching run.py with ``config`` to its page answering and to /api/healthz
-    answering 200, and the PSS of run.py and every process under it at that moment.
+    answering 200, the PSS of run.py and every process under it at that moment, and the first
+    text and end of a French turn sent once run.py has said "Ready".
 
     ``cache``: the weights cache run.py gets (an empty folder for a start with nothing cached),
     or None for the user's own.
@@ -70,6 +83,10 @@ def launch_to_ready(
             if process.poll() is not None or time.perf_counter() > deadline:
                 raise RuntimeError(f"run.py did not say it was ready:\n{log.read_text()}")
             time.sleep(0.1)
+        # The first French turn of this start: whatever a replica still reads or warms after
+        # saying it is healthy, this turn waits for it.
+        turn = asyncio.run(_french_turn(base))
+        found["french_at_ready"] = {"first_text_s": turn.ttft, "done_s": turn.total}
     finally:
         process.send_signal(signal.SIGINT)
         try:

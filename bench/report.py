@@ -104,9 +104,11 @@ def _engines(results: dict[str, Any]) -> list[str]:
 def _launch(results: dict[str, Any]) -> list[str]:
     columns = ["engine", "`run.py` launched: page up", "every deployment healthy"]
     columns += ["weights cache", "memory then (PSS, run.py and everything under it)"]
+    columns += ['French turn sent at "Ready": first text', "done"]
     rows = [
         [engine, f"{found['page_up_s']:.1f} s", f"{found['api_ready_s']:.1f} s", found["cache"]]
         + [f"{found['memory']['total_mib']} MiB ({found['memory']['processes']} processes)"]
+        + [f"{found['french_at_ready'][key]:.2f} s" for key in ("first_text_s", "done_s")]
         for engine, found in results.get("launch", {}).items()
     ]
     return _table(columns, rows)

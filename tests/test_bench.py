@@ -44,6 +44,8 @@ def test_bench_runs_on_tiny_models_and_writes_its_results(tmp_path: Path):
         launch = results["launch"][engine]
         assert 0 < launch["page_up_s"] <= launch["api_ready_s"], launch
         assert launch["memory"]["processes"] > 5 and launch["memory"]["total_mib"] > 300, launch
+        at_ready = launch["french_at_ready"]
+        assert 0 < at_ready["first_text_s"] <= at_ready["done_s"], launch
         assert found["memory"]["peak_mib"] > 100 and found["memory"]["total_mib"] > 100
     # llama.cpp over transformers, as measured above.
     fast, slow = (results["engines"][name]["layers"]["websocket"] for name in results["engines"])
