@@ -173,6 +173,11 @@ def test_the_few_shot_prompts_are_read_before_the_first_request_on_all_slots_but
 
     model = built(slots=4)
     assert model.warmed == [("fr", "to_english"), ("fr", "from_english"), ("de", "to_english")]
+
+    async def on_a_running_loop() -> Translator:  # as Serve builds a replica
+        return built(slots=4)
+
+    assert asyncio.run(on_a_running_loop()).warmed == model.warmed
     warm = asyncio.run(first_sentence(model))
     assert warm.cached_tokens > 30  # the prompt's few-shot part was read before the sentence
 
