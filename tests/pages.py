@@ -8,6 +8,11 @@ from ui.list_handlers import STORAGE_KEY
 TEST_SECRET = "test-secret"  # the tiny graphs' ui.storage_secret (serving/testing/tiny_models.py)
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# One event's round trip through the page's queue (a click, its handler, the redraw). It takes
+# well under a second here; on the CI machine, while the suite ran, requests that take a few
+# milliseconds here took about a second (/api/healthz 1.1 s). The wait is generous on purpose:
+# it only costs time when something is wrong, and then the test fails all the same.
+EVENT_MS = 30_000
 # After a reload the page boots again and reads its storage through the server's queue: on a
 # busy 2-core machine that takes longer than an event does.
 AFTER_RELOAD_MS = 60_000
@@ -59,7 +64,7 @@ def send(page, message: str) -> None:
     box = page.locator("#message textarea")
     box.fill(message)
     box.press("Enter")
-    page.wait_for_function(f"() => ({REPLIES})()[0] > {started}", timeout=10_000)
+    page.wait_for_function(f"() => ({REPLIES})()[0] > {started}", timeout=EVENT_MS)
 
 
 def button(page, label: str):

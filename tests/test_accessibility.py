@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.pages import bots, open_page, send
+from tests.pages import EVENT_MS, bots, open_page, send
 
 pytestmark = pytest.mark.browser
 
@@ -146,10 +146,10 @@ def test_keyboard_alone_sends_stops_and_opens_the_english_original(browser, long
     tab_to(page, FOLD, key="Shift+Tab")
     assert page.locator(FOLD).get_attribute("aria-expanded") == "false"
     page.keyboard.press("Enter")
-    page.locator("#chatbot").get_by_text("You:").wait_for(timeout=10_000)
+    page.locator("#chatbot").get_by_text("You:").wait_for(timeout=EVENT_MS)
     page.wait_for_function(
         "(s) => document.querySelector(s)?.getAttribute('aria-expanded') === 'true'",
         arg=FOLD,
-        timeout=10_000,
+        timeout=EVENT_MS,
     )
     page.close()

@@ -7,6 +7,7 @@ import pytest
 from tests.conftest import LONG_REPLY_TOKENS
 from tests.pages import (
     AFTER_RELOAD_MS,
+    EVENT_MS,
     RECORD_REPLY_LENGTHS,
     bots,
     button,
@@ -51,7 +52,7 @@ def test_french_reply_streams_stops_when_asked_and_survives_a_reload(
     )
     assert settled_text(page, bots(page).last) == reply
     page.locator("#chatbot").get_by_text("English original").click()  # the fold opens
-    page.locator("#chatbot").get_by_text("You:").wait_for(timeout=10_000)
+    page.locator("#chatbot").get_by_text("You:").wait_for(timeout=EVENT_MS)
     page.screenshot(path=str(tmp_path / "stopped.png"))  # kept by pytest for a look on failure
     page.close()
 
@@ -102,7 +103,7 @@ def test_retry_undo_edit_and_clear(browser, tiny_app: str, tmp_path: Path):
     page.screenshot(path=str(tmp_path / "edited.png"))
 
     page.locator("#new-conversation").click()  # a second one, so that the list shows it loaded
-    page.wait_for_function("() => !document.querySelector('#chatbot .message')", timeout=10_000)
+    page.wait_for_function("() => !document.querySelector('#chatbot .message')", timeout=EVENT_MS)
     send(page, "Hello there")
     wait_for_list(page, ["Hello there", "Bonjour, comment allez-vous ?"])
     page.locator("#clear").click()  # Clear deletes the conversation on screen

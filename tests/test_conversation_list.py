@@ -8,6 +8,7 @@ import pytest
 
 from tests.pages import (
     AFTER_RELOAD_MS,
+    EVENT_MS,
     bots,
     listed,
     open_page,
@@ -43,7 +44,7 @@ def test_conversations_are_listed_switched_renamed_deleted_and_kept(browser, tin
     first = chat_text(page)
 
     page.locator("#new-conversation").click()
-    page.wait_for_function("() => !document.querySelector('#chatbot .message')", timeout=10_000)
+    page.wait_for_function("() => !document.querySelector('#chatbot .message')", timeout=EVENT_MS)
     send(page, "Bonjour, comment allez-vous ?")
     page.locator("#chatbot").get_by_text("English original").wait_for(timeout=30_000)
     settled_text(page, bots(page).last)
@@ -54,7 +55,7 @@ def test_conversations_are_listed_switched_renamed_deleted_and_kept(browser, tin
     same_chat(page, first)
     page.wait_for_function(  # the name box follows the conversation on screen
         "() => document.querySelector('#conversation-name input').value === 'Hello there'",
-        timeout=10_000,
+        timeout=EVENT_MS,
     )
     page.locator("#conversation-name input").fill("Greetings")
     page.locator("#rename").click()
@@ -65,11 +66,11 @@ def test_conversations_are_listed_switched_renamed_deleted_and_kept(browser, tin
     page.wait_for_function(
         "(n) => document.querySelectorAll('#chatbot .message').length === n",
         arg=len(first),
-        timeout=10_000,
+        timeout=EVENT_MS,
     )
     assert chat_text(page) == first
     page.locator("#conversations label", has_text="Bonjour").click()
-    page.locator("#chatbot").get_by_text("English original").wait_for(timeout=10_000)
+    page.locator("#chatbot").get_by_text("English original").wait_for(timeout=EVENT_MS)
     assert chat_text(page) == second
 
     page.locator("#delete").click()  # the conversation on screen goes; an empty one opens
@@ -107,7 +108,7 @@ def test_two_tabs_of_one_browser_keep_each_other_s_conversations(browser, tiny_a
     wait_for_list(two, ["Hello from one"])  # merged; the second tab opened on the same one,
     same_chat(two, chat_text(one))  # the conversation that storage had open: redrawn there
     two.locator("#new-conversation").click()
-    two.wait_for_function("() => !document.querySelector('#chatbot .message')", timeout=10_000)
+    two.wait_for_function("() => !document.querySelector('#chatbot .message')", timeout=EVENT_MS)
     send(two, "Hello from two")
     settled_text(two, bots(two).last)
     wait_for_list(two, ["Hello from two", "Hello from one"])  # one's conversation is kept
@@ -117,7 +118,7 @@ def test_two_tabs_of_one_browser_keep_each_other_s_conversations(browser, tiny_a
     two.locator("#conversations label", has_text="Hello from one").click()
     two.wait_for_function(
         "() => document.querySelector('#conversation-name input').value === 'Hello from one'",
-        timeout=10_000,
+        timeout=EVENT_MS,
     )
     send(two, "And again")
     settled_text(two, bots(two).last)
@@ -139,7 +140,7 @@ def test_export_then_import_into_a_fresh_browser_gives_the_same_conversation(
     original = chat_text(page)
     files = {}
     for button, name in (("#export-json", "conversation.json"), ("#export-md", "conversation.md")):
-        with page.expect_download(timeout=10_000) as download:
+        with page.expect_download(timeout=EVENT_MS) as download:
             page.locator(button).click()
         files[name] = tmp_path / download.value.suggested_filename
         download.value.save_as(files[name])
@@ -158,7 +159,7 @@ def test_export_then_import_into_a_fresh_browser_gives_the_same_conversation(
         fresh.locator("#import").click()
     chooser.value.set_files(str(files["conversation.json"]))
     wait_for_list(fresh, ["Bonjour, comment allez-vous ?"])
-    fresh.locator("#chatbot").get_by_text("English original").wait_for(timeout=10_000)
+    fresh.locator("#chatbot").get_by_text("English original").wait_for(timeout=EVENT_MS)
     assert chat_text(fresh) == original
 
     for content, says in (
@@ -171,7 +172,7 @@ def test_export_then_import_into_a_fresh_browser_gives_the_same_conversation(
         with fresh.expect_file_chooser(timeout=10_000) as chooser:
             fresh.locator("#import").click()
         chooser.value.set_files(str(bad))
-        fresh.get_by_text(says).first.wait_for(timeout=10_000)
+        fresh.get_by_text(says).first.wait_for(timeout=EVENT_MS)
         assert listed(fresh) == ["Bonjour, comment allez-vous ?"]  # nothing changed
         assert chat_text(fresh) == original
     fresh.close()
@@ -200,7 +201,7 @@ def test_past_the_storage_budget_the_oldest_conversations_go_with_a_notice(
         with page.expect_file_chooser(timeout=10_000) as chooser:
             page.locator("#import").click()
         chooser.value.set_files(str(conversation_file(tmp_path / f"{number}.json", title, 550)))
-        page.locator("#conversations label", has_text=title).wait_for(timeout=10_000)
+        page.locator("#conversations label", has_text=title).wait_for(timeout=EVENT_MS)
     assert listed(page) == ["Third", "Second", "First"]  # 3 × 1.3 KB fit in 4 KiB, 4 do not
     assert page.locator("#list-notice").inner_text().strip() == ""
 
@@ -209,7 +210,7 @@ def test_past_the_storage_budget_the_oldest_conversations_go_with_a_notice(
     chooser.value.set_files(str(conversation_file(tmp_path / "4.json", "Fourth", 550)))
     wait_for_list(page, ["Fourth", "Third", "Second"])  # the oldest went...
     notice = page.locator("#list-notice")
-    notice.get_by_text("“First”").wait_for(timeout=10_000)  # ...and the page says which
+    notice.get_by_text("“First”").wait_for(timeout=EVENT_MS)  # ...and the page says which
     assert "storage" in notice.inner_text()
     page.reload(wait_until="load")
     wait_for_list(page, ["Fourth", "Third", "Second"], timeout=AFTER_RELOAD_MS)

@@ -9,7 +9,7 @@ import pytest
 from serving.config import DetectorSettings, load_config
 from serving.detect import LanguageDetector
 from serving.events import DeltaEvent, DoneEvent
-from tests.pages import bots, open_page, send, settled_text, wait_for_list
+from tests.pages import EVENT_MS, bots, open_page, send, settled_text, wait_for_list
 from tests.support import api_ws_url, graph_at, one_turn
 
 pytestmark = pytest.mark.slow
@@ -84,12 +84,12 @@ def test_the_page_on_the_real_models_in_both_languages(
     settled_text(page, bots(page).last)
     wait_for_list(page, ["Give me three tips to sleep better."], secret=None)  # the turn is done
     page.locator("#chatbot").get_by_text("English original").click()  # open the fold
-    page.locator("#chatbot .thought-group .title[aria-expanded='true']").wait_for(timeout=10_000)
+    page.locator("#chatbot .thought-group .title[aria-expanded='true']").wait_for(timeout=EVENT_MS)
     # Gradio slides the fold open: "You:" exists at once, inside a box still 0 px high.
     page.wait_for_function(
         "() => [...document.querySelectorAll('#chatbot .thought-group .content')]"
         ".some((box) => box.getBoundingClientRect().height > 40)",
-        timeout=10_000,
+        timeout=EVENT_MS,
     )
     page.locator("#chatbot").get_by_text("Assistant:").scroll_into_view_if_needed()
     french = bots(page).last.inner_text().split("English original")[0]
@@ -97,7 +97,7 @@ def test_the_page_on_the_real_models_in_both_languages(
     pictures = Path(os.environ.get("SCREENSHOT_DIR") or tmp_path)
     page.screenshot(path=str(pictures / "screenshot.png"))
     page.locator("#new-conversation").click()
-    page.wait_for_function("() => !document.querySelector('#chatbot .message')", timeout=10_000)
+    page.wait_for_function("() => !document.querySelector('#chatbot .message')", timeout=EVENT_MS)
     send(page, "Peux-tu me conseiller un bon livre ?")
     # The list takes a conversation when its first turn is stored, after a French reply that
     # takes 15-45 s on these models: wait for the reply, then for the list.
