@@ -47,7 +47,6 @@ class LlamaCppEngine:
         started = time.monotonic()
         path = Path(located.path) / str(located.gguf_file)
         self.slots = batching.max_batch_size
-        self.kept_prompts = self.slots  # each slot keeps its last prompt's KV
         params = xllamacpp.CommonParams()
         params.model.path = str(path)
         params.n_parallel = self.slots
@@ -184,6 +183,11 @@ class LlamaCppEngine:
         finally:
             cancelled.set()
             usage.tokens = max(counted)
+
+    @property
+    def kept_prompts(self) -> int:
+        """Each slot keeps its last prompt's KV."""
+        return self.slots
 
     def probe(self) -> None:
         """Tokens flowed since the last probe, or one token of a fixed prompt comes out.

@@ -139,13 +139,13 @@ class Translator(EngineDeployment):
         """One sentence's translation as it is generated (the router cuts the sentences), and
         ``Working`` while the engine has had nothing to say for ``WORKING_EVERY_S`` (the
         sentence waits behind others): the router must not take that for a dead replica."""
-        pieces = kept_alive(self._sentence(sentence, source, target), WORKING_EVERY_S, WORKING)
+        route = self.route(source, target)
+        pieces = kept_alive(self._sentence(route, sentence), WORKING_EVERY_S, WORKING)
         async with contextlib.aclosing(pieces):  # a caller that leaves stops the engine
             async for piece in pieces:
                 yield piece
 
-    async def _sentence(self, sentence: str, source: str, target: str) -> AsyncIterator[str]:
-        route = self.route(source, target)
+    async def _sentence(self, route: Route, sentence: str) -> AsyncIterator[str]:
         engine = route.engine
         marker = _MARKER.match(sentence)
         if marker:
@@ -177,11 +177,12 @@ class Translator(EngineDeployment):
 
     async def stream(self, text: str, source: str, target: str) -> AsyncIterator[str]:
         """A whole text's translation as it is generated, one sentence after another."""
+        route = self.route(source, target)
         previous = None
-        for sentence in split_sentences(text, self.route(source, target).source_rules):
+        for sentence in split_sentences(text, route.source_rules):
             if previous is not None:
                 yield separator_after(previous)
-            async for piece in self._sentence(sentence, source, target):
+            async for piece in self._sentence(route, sentence):
                 yield piece
             previous = sentence
 
@@ -203,9 +204,8 @@ class Translator(EngineDeployment):
             if room[id(route.engine)] <= 0:
                 continue
             room[id(route.engine)] -= 1
-            source, target = (code, ENGLISH) if direction == "to_english" else (ENGLISH, code)
             try:
-                async for _ in self._sentence(route.examples[0][0], source, target):
+                async for _ in self._sentence(route, route.examples[0][0]):
                     pass
             except ChatServiceError as error:
                 logger.warning("Could not read the %s %s prompt ahead: %s", code, direction, error)

@@ -84,7 +84,7 @@ def test_a_message_is_cut_with_its_own_language_s_rules(tiny_chat_source: Path):
     model = translator(tiny_chat_source, ["de"])
     cut: list[str] = []
 
-    async def one_sentence(sentence: str, source: str, target: str):
+    async def one_sentence(route, sentence: str):
         cut.append(sentence)
         yield sentence
 
