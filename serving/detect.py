@@ -15,6 +15,7 @@ from lingua import IsoCode639_1, Language, LanguageDetectorBuilder
 from serving.config import DetectorSettings
 from serving.events import Detection
 from serving.languages import language
+from serving.native_memory import limit_arenas, release_free_memory
 
 ENGLISH = "en"
 
@@ -38,11 +39,13 @@ class LanguageDetector:
         self.served = frozenset(served)
         self.min_confidence = settings.min_confidence
         codes = sorted({ENGLISH, *settings.known, *self.served})
+        limit_arenas(2)  # lingua loads its models on a thread per core
         self._lingua = (
             LanguageDetectorBuilder.from_languages(*(_language(code) for code in codes))
             .with_preloaded_language_models()
             .build()
         )
+        release_free_memory()  # what decoding the model files left behind
 
     def read(self, text: str) -> Detection:
         values = self._lingua.compute_language_confidence_values(text)
