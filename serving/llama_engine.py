@@ -53,6 +53,9 @@ class LlamaCppEngine:
         # Split evenly: each slot has its own part of the KV cache, reserved up front.
         params.n_ctx = (spec.context_tokens or DEFAULT_CONTEXT) * self.slots
         params.kv_unified = False
+        # q8_0 holds the cache in half the memory; llama.cpp then turns on flash attention.
+        kv_type = getattr(xllamacpp.ggml_type, f"GGML_TYPE_{spec.kv_cache_type.upper()}")
+        params.cache_type_k = params.cache_type_v = kv_type
         # Sliding-window layers (Gemma 3) otherwise keep too little KV for a prefix to be reused,
         # and every few-shot prompt is read again; a slot no longer than the window costs nothing.
         params.swa_full = True
@@ -69,8 +72,11 @@ class LlamaCppEngine:
         params.endpoint_metrics = True  # decoding steps, for activity()
         try:
             self.server = xllamacpp.Server(params)
-        except Exception as exc:  # a damaged or foreign file
-            raise ModelUnavailableError(f"llama.cpp cannot load {path}: {exc}") from None
+        except Exception as exc:  # a damaged or foreign file, or a cache it cannot hold
+            hint = ""
+            if spec.kv_cache_type != "f16":  # its blocks of 32 must tile each attention head
+                hint = f" (with its KV cache in {spec.kv_cache_type}: try model.kv_cache_type: f16)"
+            raise ModelUnavailableError(f"llama.cpp cannot load {path}{hint}: {exc}") from None
         host, _, port = self.server.listening_address.rpartition("//")[2].partition(":")
         self._address = (host, int(port))
         # A slot's context, as llama.cpp settled it (never above the model's trained context).
@@ -78,10 +84,11 @@ class LlamaCppEngine:
         self.stats = GenerationStats()
         self._probed_steps = 0
         logger.info(
-            "Loaded %s on llama.cpp (%d slots of %d tokens, %d threads) in %.1f s",
+            "Loaded %s on llama.cpp (%d slots of %d tokens, KV cache in %s, %d threads) in %.1f s",
             path.name,
             self.slots,
             self.context_limit,
+            spec.kv_cache_type,
             threads,
             time.monotonic() - started,
         )

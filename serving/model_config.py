@@ -124,6 +124,14 @@ class ModelSpec(StrictModel):
             "of batching.max_batch_size slots; default 2048."
         ),
     )
+    kv_cache_type: Literal["f16", "q8_0"] = Field(
+        "f16",
+        description=(
+            "llama.cpp: the precision of the KV cache (the context that each slot keeps). "
+            "'q8_0' holds it in 8-bit blocks, in about half the memory of 'f16' (llama.cpp's "
+            "--cache-type-k/-v), and turns on flash attention, which it needs."
+        ),
+    )
     prompt_cache_mib: int = Field(
         0,
         ge=0,

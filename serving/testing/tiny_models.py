@@ -60,13 +60,16 @@ def _save(folder: Path, tokenizer, model_class: type, config_class: type, **size
     return folder
 
 
-def build_causal(folder: Path, positions: int = 512) -> Path:
-    """A two-layer Llama with a chat template (the chat and few-shot translation paths)."""
+def build_causal(folder: Path, positions: int = 512, heads: int = 2) -> Path:
+    """A two-layer Llama with a chat template (the chat and few-shot translation paths).
+
+    ``heads=1`` makes its one head 32 wide, as llama.cpp's 8-bit KV cache blocks need.
+    """
     torch.manual_seed(0)
     tokenizer = _tokenizer(["<pad>", "<s>", "</s>", "<|system|>", "<|user|>", "<|assistant|>"])
     tokenizer.chat_template = CHAT_TEMPLATE
     width = {"hidden_size": 32, "intermediate_size": 64, "max_position_embeddings": positions}
-    depth = {"num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 2}
+    depth = {"num_hidden_layers": 2, "num_attention_heads": heads, "num_key_value_heads": heads}
     return _save(folder, tokenizer, LlamaForCausalLM, LlamaConfig, **width, **depth)
 
 
@@ -110,7 +113,13 @@ def tiny_config(
     overrides = {
         "http": {"port": port},
         "chat": {
-            "model": {"source": causal_source, "threads": 1, "engine": engine},
+            # The tiny Llama's heads (16 wide) do not fit the 8-bit KV cache's blocks of 32.
+            "model": {
+                "source": causal_source,
+                "threads": 1,
+                "engine": engine,
+                "kv_cache_type": "f16",
+            },
             "generation": generation,
             "deployment": small,
         },
