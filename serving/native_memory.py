@@ -2,7 +2,7 @@
 
 glibc gives each thread that allocates its own arena, up to 8 per core, and keeps what a thread
 freed in that arena. lingua builds its models on a pool of threads, so the detector replica kept
-about 95 MB that it no longer used, scattered over a dozen arenas.
+70 to 110 MB that it no longer used, scattered over those threads' arenas.
 """
 
 from __future__ import annotations
