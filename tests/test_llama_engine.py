@@ -4,6 +4,10 @@ batching and prompt reuse, with no Ray."""
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -146,6 +150,39 @@ def test_memory_stays_flat_however_many_distinct_prompts_pass_through(
     assert grown < 12, f"{grown:.0f} MiB more after 24 prompts"
 
 
+# Loads a GGUF file (argv 1) with its KV cache in argv 2, in a process of its own: a process
+# that freed memory before reuses it, and its growth says nothing. Prints what the load added
+# (MiB) and a 4-token reply.
+_LOAD = textwrap.dedent("""
+    import asyncio, json, sys
+    from serving.engine import Sampling, Usage, load_engine
+    from serving.model_config import BatchSettings, ModelSpec
+
+    def anonymous_mib():
+        with open("/proc/self/smaps_rollup") as rollup:
+            return next(int(l.split()[1]) for l in rollup if l.startswith("Anonymous:")) / 1024
+
+    def load(kv_cache_type, context_tokens):
+        spec = ModelSpec(
+            source=sys.argv[1], threads=1, context_tokens=context_tokens,
+            kv_cache_type=kv_cache_type,
+        )
+        return load_engine(spec, BatchSettings(max_batch_size=8), Sampling(max_new_tokens=4))
+
+    first = load("f16", 64)  # what the first llama.cpp of a process sets up, once
+    before = anonymous_mib()
+    engine = load(sys.argv[2], 32_768)
+    grown = anonymous_mib() - before
+    usage, sampling = Usage(), Sampling(max_new_tokens=4, min_new_tokens=4)
+
+    async def reply():
+        return "".join([p async for p in engine.stream(engine.encode("Hello"), sampling, usage)])
+
+    text = asyncio.run(reply())
+    print(json.dumps({"grown": grown, "tokens": usage.tokens, "text": text}))
+""")
+
+
 def test_a_kv_cache_in_q8_0_takes_about_half_the_memory_and_still_replies(tmp_path: Path):
     """llama.cpp reserves every slot's KV cache as it loads: the offline chat model's takes
     360 MiB in f16 and 191 MiB in q8_0."""
@@ -154,26 +191,14 @@ def test_a_kv_cache_in_q8_0_takes_about_half_the_memory_and_still_replies(tmp_pa
 
     gguf = write_gguf(build_causal(tmp_path, positions=32_768, heads=1))
 
-    def load(kv_cache_type: str, context_tokens: int = 32_768) -> LlamaCppEngine:
-        spec = ModelSpec(
-            source=str(gguf), threads=1, context_tokens=context_tokens, kv_cache_type=kv_cache_type
-        )
-        return load_engine(spec, BatchSettings(max_batch_size=8), GREEDY)
+    def loaded(kv_cache_type: str) -> dict:
+        run = [sys.executable, "-c", _LOAD, str(gguf), kv_cache_type]
+        return json.loads(subprocess.run(run, capture_output=True, text=True, check=True).stdout)
 
-    # The first llama.cpp of a process sets up what every later one shares. Each engine stays
-    # loaded until the end, so that none freed meanwhile shows in another's measure.
-    engines = [load("f16", context_tokens=64)]
-    grown, replies = {}, {}
-    for kv_cache_type in ("f16", "q8_0"):
-        before = _anonymous_mib()
-        engines.append(engine := load(kv_cache_type))
-        grown[kv_cache_type] = _anonymous_mib() - before
-        replies[kv_cache_type] = asyncio.run(
-            _reply(engine, engine.encode("Hello"), Sampling(max_new_tokens=4, min_new_tokens=4))
-        )
+    f16, q8_0 = loaded("f16"), loaded("q8_0")
     # 8 slots of 32768 tokens, 2 layers, K and V 32 wide: 64 MiB in f16, 34 in q8_0.
-    assert grown["f16"] - grown["q8_0"] > 20, grown
-    assert all(usage.tokens == 4 and text for text, usage in replies.values()), replies
+    assert f16["grown"] - q8_0["grown"] > 20, (f16, q8_0)
+    assert all(found["tokens"] == 4 and found["text"] for found in (f16, q8_0)), (f16, q8_0)
 
 
 def test_a_model_whose_heads_do_not_fit_q8_0_blocks_says_which_setting_to_change(
