@@ -94,7 +94,9 @@ def test_the_detector_gives_back_what_building_its_models_left_behind():
 
     def added_mib(*args: str) -> float:
         run = [sys.executable, "-c", _BUILD, *args]
-        return float(subprocess.run(run, capture_output=True, text=True, check=True).stdout)
+        done = subprocess.run(run, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return float(done.stdout)
 
     kept, given_back = added_mib("kept"), added_mib()
     assert given_back < kept - 30, (kept, given_back)

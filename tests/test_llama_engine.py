@@ -193,7 +193,9 @@ def test_a_kv_cache_in_q8_0_takes_about_half_the_memory_and_still_replies(tmp_pa
 
     def loaded(kv_cache_type: str) -> dict:
         run = [sys.executable, "-c", _LOAD, str(gguf), kv_cache_type]
-        return json.loads(subprocess.run(run, capture_output=True, text=True, check=True).stdout)
+        done = subprocess.run(run, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return json.loads(done.stdout.splitlines()[-1])
 
     f16, q8_0 = loaded("f16"), loaded("q8_0")
     # 8 slots of 32768 tokens, 2 layers, K and V 32 wide: 64 MiB in f16, 34 in q8_0.
