@@ -157,10 +157,7 @@ _LOAD = textwrap.dedent("""
     import asyncio, json, sys
     from serving.engine import Sampling, Usage, load_engine
     from serving.model_config import BatchSettings, ModelSpec
-
-    def anonymous_mib():
-        with open("/proc/self/smaps_rollup") as rollup:
-            return next(int(l.split()[1]) for l in rollup if l.startswith("Anonymous:")) / 1024
+    from tests.test_llama_engine import _anonymous_mib as anonymous_mib
 
     def load(kv_cache_type, context_tokens):
         spec = ModelSpec(
