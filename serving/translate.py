@@ -200,12 +200,17 @@ class Translator(EngineDeployment):
         started = time.monotonic()
         room = {id(engine): engine.kept_prompts - 1 for engine in self.engines}
         read: list[tuple[str, Direction]] = []
+        left: list[tuple[str, Direction]] = []
         for (code, direction), route in self.routes.items():
             if room[id(route.engine)] <= 0:
+                if route.engine.kept_prompts:
+                    left.append((code, direction))
                 continue
             room[id(route.engine)] -= 1
+            # The prompt is all that is kept: one token of the answer is enough.
+            prompt = self._prompt(route, route.examples[0][0])
             try:
-                async for _ in self._sentence(route, route.examples[0][0]):
+                async for _ in route.engine.stream(prompt, self.sampling.capped(1), Usage()):
                     pass
             except ChatServiceError as error:
                 logger.warning("Could not read the %s %s prompt ahead: %s", code, direction, error)
@@ -216,6 +221,17 @@ class Translator(EngineDeployment):
                 "Read the few-shot prompts of %s ahead in %.1f s",
                 ", ".join(f"{code} {direction}" for code, direction in read),
                 time.monotonic() - started,
+            )
+        if left:
+            routes = Counter(id(route.engine) for route in self.routes.values())
+            # Past the slots, directions in use take turns in them, and each turn reads its
+            # prompt again (~0.7 s a sentence on 2 cores, against ~0.15 s).
+            logger.warning(
+                "No slot left to keep the few-shot prompts of %s: translator.batching."
+                "max_batch_size: %d would keep every language's (one slot per language and "
+                "direction, and one for the health check)",
+                ", ".join(f"{code} {direction}" for code, direction in left),
+                max(routes.values()) + 1,
             )
         return read
 

@@ -1,4 +1,7 @@
 import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -147,40 +150,92 @@ def test_health_check_fails_once_the_weights_go_bad(tiny_seq2seq: Path):
         asyncio.run(model.check_health())
 
 
+def _on_slots(gguf: Path, slots: int, languages=("fr", "de")) -> Translator:
+    """A few-shot translator on llama.cpp with ``slots`` slots."""
+    from serving.model_config import BatchSettings
+
+    settings = TranslatorSettings(
+        model=ModelSpec(source=str(gguf), threads=1, context_tokens=512),
+        generation=GenerationSettings(max_new_tokens=10),
+        batching=BatchSettings(max_batch_size=slots),
+    )
+    return Translator(settings, list(languages))
+
+
+@contextlib.contextmanager
+def _warnings() -> Iterator[list[str]]:
+    """Warnings of the replica's log ("ray.serve"), which Ray's own handler keeps from the root
+    logger (and so from pytest's caplog) once Ray is imported."""
+    said: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: said.append(record.getMessage())  # type: ignore[method-assign]
+    logger = logging.getLogger("ray.serve")
+    logger.addHandler(handler)
+    try:
+        yield said
+    finally:
+        logger.removeHandler(handler)
+
+
+def _read_from_cache(model: Translator, sentence: str, source: str, target: str) -> int:
+    """Tokens of ``sentence``'s prompt that the engine found already read."""
+    from serving.engine import Usage
+
+    async def run() -> int:
+        usage = Usage()
+        prompt = model.prompt(sentence, source, target)
+        async for _ in model.route(source, target).engine.stream(prompt, model.sampling, usage):
+            pass
+        return usage.cached_tokens
+
+    return asyncio.run(run())
+
+
 def test_the_few_shot_prompts_are_read_before_the_first_request_on_all_slots_but_one(
     tiny_gguf: Path,
 ):
     """Built, the translator has read each language's few-shot prompts, in the profile's order,
     on all of llama.cpp's slots but one (the health probe's): a language's first sentence then
     reads only itself. With one slot, that slot is the probe's, and nothing is read ahead."""
-    from serving.engine import Usage
-    from serving.model_config import BatchSettings
-
-    def built(slots: int) -> Translator:
-        settings = TranslatorSettings(
-            model=ModelSpec(source=str(tiny_gguf), threads=1, context_tokens=512),
-            generation=GenerationSettings(max_new_tokens=10),
-            batching=BatchSettings(max_batch_size=slots),
-        )
-        return Translator(settings, ["fr", "de"])
-
-    async def first_sentence(model: Translator) -> Usage:
-        usage = Usage()
-        prompt = model.prompt("Il fait beau.", "fr", "en")
-        async for _ in model.route("fr", "en").engine.stream(prompt, model.sampling, usage):
-            pass
-        return usage
-
-    model = built(slots=4)
+    model = _on_slots(tiny_gguf, slots=4)
     assert model.warmed == [("fr", "to_english"), ("fr", "from_english"), ("de", "to_english")]
 
     async def on_a_running_loop() -> Translator:  # as Serve builds a replica
-        return built(slots=4)
+        return _on_slots(tiny_gguf, slots=4)
 
     assert asyncio.run(on_a_running_loop()).warmed == model.warmed
-    warm = asyncio.run(first_sentence(model))
-    assert warm.cached_tokens > 30  # the prompt's few-shot part was read before the sentence
+    warm = _read_from_cache(model, "Il fait beau.", "fr", "en")
+    assert warm > 30  # the prompt's few-shot part was read before the sentence
 
-    alone = built(slots=1)
+    alone = _on_slots(tiny_gguf, slots=1)
     assert alone.warmed == []
-    assert asyncio.run(first_sentence(alone)).cached_tokens < warm.cached_tokens // 2
+    assert _read_from_cache(alone, "Il fait beau.", "fr", "en") < warm // 2
+
+
+def test_with_a_slot_per_language_and_direction_no_prompt_is_read_twice(
+    tiny_gguf: Path,
+):
+    """Languages used in turn on too few slots push each other's few-shot prompts out, and
+    every sentence reads its prompt again; the translator says which setting keeps them all.
+    With a slot for each direction of each language, and the probe's, none is read twice."""
+    languages = ("fr", "de", "es")
+    turns = [(code, way) for code in languages for way in ("to_english", "from_english")] * 2
+
+    def cached_per_turn(model: Translator) -> list[int]:
+        found = []
+        for code, way in turns:
+            source, target = (code, "en") if way == "to_english" else ("en", code)
+            found.append(_read_from_cache(model, "Une phrase de plus.", source, target))
+        return found
+
+    with _warnings() as said:
+        short = _on_slots(tiny_gguf, slots=4, languages=languages)
+    assert "es to_english, es from_english" in said[0]
+    assert "translator.batching.max_batch_size: 7 would keep" in said[0]
+    assert min(cached_per_turn(short)) < 30  # some turn read its few-shot prompt again
+
+    with _warnings() as said:
+        enough = _on_slots(tiny_gguf, slots=7, languages=languages)
+    assert len(enough.warmed) == 6
+    assert said == []
+    assert min(cached_per_turn(enough)) > 30
