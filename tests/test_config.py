@@ -78,6 +78,13 @@ def test_serve_config_builders_take_the_yaml_args():
     assert _config({"profile": "seed", "port": 8123}).api_url == "ws://127.0.0.1:8123/api/chat"
 
 
+def test_the_offline_translator_has_a_slot_for_each_language_s_prompts_and_the_probe():
+    """One Gemma translates every language both ways, few-shot: with fewer llama.cpp slots
+    than directions (and the health probe), languages push each other's prompts out."""
+    offline = load_config()
+    assert offline.translator.batching.max_batch_size >= 2 * len(offline.languages) + 1
+
+
 def test_languages_are_checked_against_the_language_files_and_the_translators():
     assert load_config().languages == ["fr", "es", "de", "it", "pt", "nl"]
     assert load_config(overrides={"languages": []}).languages == []  # English only

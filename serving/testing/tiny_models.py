@@ -110,10 +110,10 @@ def tiny_config(
     small = {"ray_actor_options": {"num_cpus": 0.1, "num_gpus": 0}}
     generation = {"max_new_tokens": 24, "min_new_tokens": 8}
     causal_source = str(write_gguf(causal) if engine == "llama.cpp" else causal)
+    # The tiny Llama's heads (16 wide) do not fit the 8-bit KV cache's blocks of 32.
     overrides = {
         "http": {"port": port},
         "chat": {
-            # The tiny Llama's heads (16 wide) do not fit the 8-bit KV cache's blocks of 32.
             "model": {
                 "source": causal_source,
                 "threads": 1,
@@ -126,7 +126,12 @@ def tiny_config(
         # One causal translator for every language and direction, as offline's Gemma, and a
         # seq2seq model of French's own to English, as seed's Marian pairs: both paths run.
         "translator": {
-            "model": {"source": causal_source, "threads": 1, "engine": engine},
+            "model": {
+                "source": causal_source,
+                "threads": 1,
+                "engine": engine,
+                "kv_cache_type": "f16",
+            },
             "per_language": {"fr": {"to_english": {"model": {"source": str(seq2seq)}}}},
             "generation": generation,
             "deployment": small,
