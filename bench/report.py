@@ -85,6 +85,7 @@ def _french(results: dict[str, Any]) -> list[str]:
 
 def _engines(results: dict[str, Any]) -> list[str]:
     columns = ["engine", "fr→en per sentence p50", "en→fr per sentence p50"]
+    columns += ["every language both ways in turn: p50, slowest"]
     columns += ["first deploy to healthy", "deploy, cache warm"]
     columns += ["memory after the sweep (PSS)", "peak memory in the sweep"]
     rows = []
@@ -93,12 +94,19 @@ def _engines(results: dict[str, Any]) -> list[str]:
         rows.append(
             [engine]
             + [f"{tr[direction]['p50_s']:.2f} s" for direction in ("fr-en", "en-fr")]
+            + [_in_turn(tr.get("in turn"))]
             + [f"{startup['first_deploy_to_healthy_s']:.1f} s ({startup['first_deploy_cache']})"]
             + [f"{startup['cached_deploy_to_healthy_s']:.1f} s"]
             + [f"{memory['total_mib']} MiB ({memory['processes']} processes)"]
             + [f"{memory['peak_mib']} MiB"]
         )
     return _table(columns, rows)
+
+
+def _in_turn(row: dict[str, Any] | None) -> str:
+    if not row:
+        return "no language served"
+    return f"{row['p50_s']:.2f} s, {row['max_s']:.2f} s ({row['languages']} languages)"
 
 
 def _launch(results: dict[str, Any]) -> list[str]:

@@ -72,7 +72,7 @@ def run_engine(config: AppConfig, base_url: str, args: argparse.Namespace) -> di
     found["concurrency_direct"] = asyncio.run(concurrency(base_url, args, direct))
     del direct
     found["french"] = asyncio.run(french(base_url, args))
-    found["translation"] = asyncio.run(translation(args))
+    found["translation"] = asyncio.run(translation(args, config.languages))
     if args.batching_off:
         print("  the same sweep with batching off:", flush=True)
         redeploy_api(without_batching(config))

@@ -86,9 +86,13 @@ async def layers(direct: ChatModel, base_url: str, args: argparse.Namespace) -> 
     return summary
 
 
-async def translation(args: argparse.Namespace) -> dict[str, Any]:
+async def translation(args: argparse.Namespace, languages: list[str]) -> dict[str, Any]:
     """One sentence at a time through the translator's handle, French to English and back:
-    seconds per sentence."""
+    seconds per sentence. Then every served language both ways, one sentence each in turn,
+    twice over, as people writing in several languages at once use it: a translator that
+    cannot keep every language's few-shot prompt reads some of them again for each sentence."""
+    from serving.languages import language
+
     handle = _handle("Translator")
     rows = {}
     for direction, sentences in (("fr-en", FRENCH), ("en-fr", ENGLISH)):
@@ -100,6 +104,21 @@ async def translation(args: argparse.Namespace) -> dict[str, Any]:
             await handle.translate.remote(sentence, source, target)
             times.append(time.perf_counter() - started)
         rows[direction] = {"sentences": len(times), "p50_s": percentile(times, 0.5)}
+    times = []
+    for _ in range(2):
+        for index, code in enumerate(languages):
+            ways = [(language(code).examples_for_page[0], code, "en"), (ENGLISH[index], "en", code)]
+            for sentence, source, target in ways:
+                started = time.perf_counter()
+                await handle.translate.remote(sentence, source, target)
+                times.append(time.perf_counter() - started)
+    if times:
+        rows["in turn"] = {
+            "languages": len(languages),
+            "sentences": len(times),
+            "p50_s": percentile(times, 0.5),
+            "max_s": max(times),
+        }
     return rows
 
 

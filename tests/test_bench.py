@@ -38,6 +38,9 @@ def test_bench_runs_on_tiny_models_and_writes_its_results(tmp_path: Path):
         french = found["french"]["prompts"]
         assert all(row["same_english_reply"] for row in french), f"{engine}: {french}"
         assert found["translation"]["en-fr"]["sentences"] == 2
+        in_turn = found["translation"]["in turn"]  # each language both ways, twice over
+        assert in_turn["sentences"] == 4 * in_turn["languages"] > 0, in_turn
+        assert 0 < in_turn["p50_s"] <= in_turn["max_s"], in_turn
         assert found["startup"]["cached_deploy_to_healthy_s"] > 0
         # run.py as a person starts it: the page comes up first, then the API, with the
         # whole tree's memory (run.py, Ray and the replicas) taken then.
