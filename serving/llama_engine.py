@@ -206,8 +206,12 @@ class LlamaCppEngine:
         if steps != self._probed_steps:
             self._probed_steps = steps
             return
+        # No start-of-text token: llama.cpp gives a request the free slot whose kept prompt
+        # shares the most of its start, and "<bos>Hello" shares its first token with every
+        # prompt a slot keeps. It would push one out (a few-shot prefix the translator read
+        # ahead); this one shares nothing and takes the slot used longest ago, then its own.
         result = self.server.handle_completions(
-            {"prompt": self.encode("Hello"), "max_tokens": 1, "temperature": 0.0}
+            {"prompt": self.encode("Hello", special=False), "max_tokens": 1, "temperature": 0.0}
         )
         if "error" in result or not result.get("choices"):
             raise ModelUnavailableError(f"The model fails to generate: {result.get('error')}")

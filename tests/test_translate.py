@@ -213,11 +213,17 @@ def test_the_few_shot_prompts_are_read_before_the_first_request_on_all_slots_but
 
 
 def test_with_a_slot_per_language_and_direction_no_prompt_is_read_twice(
-    tiny_gguf: Path,
+    tiny_causal: Path,
 ):
     """Languages used in turn on too few slots push each other's few-shot prompts out, and
     every sentence reads its prompt again; the translator says which setting keeps them all.
-    With a slot for each direction of each language, and the probe's, none is read twice."""
+    With a slot for each direction of each language, and the probe's, none is read twice,
+    health probes included."""
+    from serving.testing.tiny_gguf import write_gguf
+
+    # Prompts that start with the start-of-text token, as Gemma's do: a probe that starts with
+    # it too would share a start with every kept prompt, and llama.cpp gives it one's slot.
+    tiny_gguf = write_gguf(tiny_causal, bos=True)
     languages = ("fr", "de", "es")
     turns = [(code, way) for code in languages for way in ("to_english", "from_english")] * 2
 
@@ -238,4 +244,6 @@ def test_with_a_slot_per_language_and_direction_no_prompt_is_read_twice(
         enough = _on_slots(tiny_gguf, slots=7, languages=languages)
     assert len(enough.warmed) == 6
     assert said == []
+    for _ in range(3):  # the health check probes the model (the first probe counts the tokens
+        asyncio.run(enough.check_health())  # the read-ahead made; the next ones generate)
     assert min(cached_per_turn(enough)) > 30

@@ -52,15 +52,19 @@ def _chat_template(folder: Path) -> str | None:
     return json.loads((folder / "tokenizer_config.json").read_text()).get("chat_template")
 
 
-def write_gguf(folder: Path) -> Path:
-    """Write ``folder / "tiny-llama.gguf"`` (F32) from a saved tiny Llama and its tokenizer."""
+def write_gguf(folder: Path, bos: bool = False) -> Path:
+    """Write ``folder / "tiny-llama.gguf"`` (F32) from a saved tiny Llama and its tokenizer.
+
+    ``bos``: llama.cpp starts every tokenised prompt with the start-of-text token, as most
+    real GGUF models do (Gemma's among them); written to ``tiny-llama-bos.gguf``.
+    """
     config = json.loads((folder / "config.json").read_text())
     tokenizer = json.loads((folder / "tokenizer.json").read_text())
     weights = load_file(folder / "model.safetensors")
     heads, kv_heads = config["num_attention_heads"], config["num_key_value_heads"]
     hidden, layers = config["hidden_size"], config["num_hidden_layers"]
     rope = config.get("rope_parameters") or {}
-    path = folder / GGUF_NAME
+    path = folder / (GGUF_NAME.replace(".gguf", "-bos.gguf") if bos else GGUF_NAME)
 
     writer = gguf.GGUFWriter(path, "llama")
     writer.add_name("tiny-llama")
@@ -91,8 +95,9 @@ def write_gguf(folder: Path) -> Path:
     ):
         if config.get(key) is not None:
             add(config[key])
-    # The HF tokenizer adds no BOS (the chat template writes what it needs); llama.cpp must agree.
-    writer.add_add_bos_token(False)
+    # The HF tokenizer adds no BOS (the chat template writes what it needs); llama.cpp must agree
+    # unless asked otherwise.
+    writer.add_add_bos_token(bos)
     writer.add_add_eos_token(False)
     template = _chat_template(folder)
     if template:
