@@ -107,7 +107,8 @@ async def translation(args: argparse.Namespace, languages: list[str]) -> dict[st
     times = []
     for _ in range(2):
         for index, code in enumerate(languages):
-            ways = [(language(code).examples_for_page[0], code, "en"), (ENGLISH[index], "en", code)]
+            english = ENGLISH[index % len(ENGLISH)]
+            ways = [(language(code).examples_for_page[0], code, "en"), (english, "en", code)]
             for sentence, source, target in ways:
                 started = time.perf_counter()
                 await handle.translate.remote(sentence, source, target)
