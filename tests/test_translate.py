@@ -244,6 +244,8 @@ def test_with_a_slot_per_language_and_direction_no_prompt_is_read_twice(
         enough = _on_slots(tiny_gguf, slots=7, languages=languages)
     assert len(enough.warmed) == 6
     assert said == []
-    for _ in range(3):  # the health check probes the model (the first probe counts the tokens
-        asyncio.run(enough.check_health())  # the read-ahead made; the next ones generate)
+    # The health check probes the model: the first probe counts the tokens the read-ahead
+    # made, the next ones generate.
+    for _ in range(3):
+        asyncio.run(enough.check_health())
     assert min(cached_per_turn(enough)) > 30
