@@ -134,6 +134,12 @@ class Engine(Protocol):
         token. ``usage`` gets the tokens generated once the stream ends."""
         ...
 
+    def read_ahead(self, prompt: list[int], copies: int) -> int:
+        """Reads ``prompt`` into ``copies`` of the prompts the engine keeps, so that a request
+        that starts with it reads only the rest, whichever one it lands in. Returns how many
+        now hold it: 0 for an engine that keeps none."""
+        ...
+
     def probe(self) -> None:
         """Raises ``ModelUnavailableError`` when the model gives no usable output."""
         ...

@@ -196,6 +196,17 @@ class LlamaCppEngine:
         """Each slot keeps its last prompt's KV."""
         return self.slots
 
+    def read_ahead(self, prompt: list[int], copies: int) -> int:
+        """Reads ``prompt`` into the first ``copies`` slots, one after the other. Later requests
+        take, of the free slots, the one whose kept prompt shares the most of their start."""
+        copies = min(copies, self.slots)
+        for slot in range(copies):
+            request = {"prompt": prompt, "max_tokens": 1, "temperature": 0.0, "id_slot": slot}
+            result = self.server.handle_completions({**request, "cache_prompt": True})
+            if "error" in result:
+                raise _as_error(result["error"])
+        return copies
+
     def probe(self) -> None:
         """Tokens flowed since the last probe, or one token of a fixed prompt comes out.
 

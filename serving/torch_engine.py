@@ -111,6 +111,9 @@ class TransformersEngine:
         async for step in stream_batch(self.lm, jobs, generate_kwargs(sampling), self.stats):
             yield step
 
+    def read_ahead(self, prompt: list[int], copies: int) -> int:
+        return 0  # it keeps no prompt
+
     def probe(self) -> None:
         self.lm.probe()
 

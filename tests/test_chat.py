@@ -5,6 +5,7 @@ import pytest
 
 from serving.chat import ChatModel
 from serving.config import ChatSettings
+from serving.engine import Usage
 from serving.errors import InvalidRequestError
 from serving.events import PromptInfo, ReplyInfo, Working
 from serving.model_config import GenerationSettings, ModelSpec
@@ -15,10 +16,11 @@ HISTORY = [
 ]
 
 
-def chat_model(folder: Path, **model) -> ChatModel:
+def chat_model(folder: Path, system_prompt: str | None = None, **model) -> ChatModel:
     return ChatModel(
         ChatSettings(
             model=ModelSpec(source=str(folder), **model),
+            system_prompt=system_prompt,
             generation=GenerationSettings(max_new_tokens=12, min_new_tokens=6),
         )
     )
@@ -78,6 +80,36 @@ def test_a_reply_slow_to_start_says_it_is_working_until_its_first_text(
     first_text = next(i for i, item in enumerate(rest) if isinstance(item, str))
     assert first_text >= 3 and all(isinstance(item, Working) for item in rest[:first_text])
     assert "".join(item for item in rest if isinstance(item, str)).strip()
+
+
+def test_new_conversations_find_the_system_prompt_already_read(tiny_chat_source: Path):
+    """The replica reads the start that every prompt shares (template and system prompt) into
+    each slot but the health probe's: conversations started at once each read only their own
+    words, health checks included. transformers keeps no prompt, so it reads none ahead."""
+    model = chat_model(tiny_chat_source, system_prompt="You are a kind and patient assistant.")
+    start = model.shared_start()
+    assert "You are a kind and patient assistant." in model.engine.decode(start)
+    if not model.engine.kept_prompts:
+        assert model.read_ahead == 0
+        return
+    assert model.read_ahead == model.engine.kept_prompts - 1 > 1
+    for _ in range(3):  # the first probe counts the tokens read ahead; the next ones generate
+        asyncio.run(model.check_health())
+    openings = ["Tell me a story.", "What time is it?", "Why is the sky blue?", "Name a fruit."]
+    openings += ["How do bees fly?", "Sing me a song.", "Draw a map.", "Count to ten."]
+
+    async def read_from_cache(message: str) -> int:
+        prompt, _ = model.build_inputs([], message)
+        usage = Usage()
+        async for _ in model.engine.stream(prompt, model.sampling, usage):
+            pass
+        return usage.cached_tokens
+
+    async def started_at_once() -> list[int]:
+        messages = openings[: model.read_ahead]
+        return await asyncio.gather(*(read_from_cache(message) for message in messages))
+
+    assert min(asyncio.run(started_at_once())) >= len(start)
 
 
 def test_seq2seq_chat_answers(tiny_seq2seq: Path):
