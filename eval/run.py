@@ -6,8 +6,11 @@ both ways with the offline profile's translator (Gemma 3 270M on llama.cpp, prom
 language's own few-shot examples, as the service prompts it) and reports:
 - chrF (sacrebleu) of X->English and English->X against the references;
 - the share of English->X outputs that lingua reads as X (a reply in the user's language);
-- the service's detector on short messages: the first 1, 2 and 3 words of each sentence, and
-  the whole sentence (which min_confidence sends to English, which it takes for another).
+- the service's detector on short messages: the first 1, 2, 3 and 5 words of each sentence,
+  and the whole sentence (which min_confidence sends to English, which it takes for another);
+- the same detector on the sentences of eval/pairs/unserved.tsv, in the languages it knows
+  but does not serve: how often it names them, and how often it takes one for a served
+  language (which would translate the turn from the wrong language).
 
 A language qualifies for the offline profile when its X->English chrF is within 10 points of
 French's and at least 95 % of its English->X outputs come back in it. Writes eval/results.json
@@ -35,13 +38,22 @@ from serving.translate import Translator  # noqa: E402
 
 CHRF_MARGIN = 10  # points of X->English chrF below French's that a language may be
 IN_LANGUAGE_SHARE = 0.95  # of English->X outputs that must come back in X
-PREFIXES = (1, 2, 3, None)  # words of a message the detector is given (None: all)
+PREFIXES = (1, 2, 3, 5, None)  # words of a message the detector is given (None: all)
 
 
 def read_pairs(code: str, limit: int | None) -> list[tuple[str, str]]:
     lines = (HERE / "pairs" / f"{code}.tsv").read_text(encoding="utf-8").splitlines()[1:]
     pairs = [tuple(line.split("\t")) for line in lines if line.strip()]
     return pairs[:limit] if limit else pairs
+
+
+def read_unserved() -> dict[str, list[str]]:
+    """Sentences in languages the detector knows but the service does not serve, by code."""
+    lines = (HERE / "pairs" / "unserved.tsv").read_text(encoding="utf-8").splitlines()[1:]
+    by_code: dict[str, list[str]] = {}
+    for code, sentence in (line.split("\t") for line in lines if line.strip()):
+        by_code.setdefault(code, []).append(sentence)
+    return by_code
 
 
 async def translate_all(
@@ -72,6 +84,26 @@ def detection(detector: LanguageDetector, code: str, sources: list[str]) -> dict
             "read": right / len(found),
             "misdetected": (len(found) - right - english) / len(found),
             "to_english": english / len(found),
+        }
+    return rows
+
+
+def unserved_detection(detector: LanguageDetector, code: str, sentences: list[str]) -> dict:
+    """The detector on the first 1, 2, 3, 5 words and the whole of sentences in an unserved
+    language: how often it names the language, takes it for a served one, or neither (unsure,
+    or another unserved language named: the turn is answered in English all the same)."""
+    rows = {}
+    for words in PREFIXES:
+        found = [
+            detector.read(" ".join(sentence.split()[:words]) if words else sentence)
+            for sentence in sentences
+        ]
+        served = sum(d.language != "en" for d in found)
+        named = sum(d.heard == code for d in found)
+        rows["all" if words is None else f"{words}w"] = {
+            "named": named / len(found),
+            "taken_for_served": served / len(found),
+            "neither": (len(found) - served - named) / len(found),
         }
     return rows
 
@@ -131,10 +163,15 @@ async def evaluate(args: argparse.Namespace) -> dict:
             reasons.append(f"{row['in_language']:.0%} of replies in {row['name']} (< 95 %)")
         row["qualifies"] = french is not None and not reasons
         row["misses"] = reasons
+    unserved = {
+        code: unserved_detection(detector, code, sentences)
+        for code, sentences in read_unserved().items()
+    }
     return {
         "translator": spec.source,
         "rules": {"chrf_margin": CHRF_MARGIN, "in_language_share": IN_LANGUAGE_SHARE},
         "languages": results,
+        "unserved": unserved,
     }
 
 
@@ -152,11 +189,11 @@ def table(report: dict) -> str:
     lines += [
         "",
         "The detector with every language above served (`detector` settings as configured): "
-        "share of messages of 1, 2, 3 words and whole sentences that it reads right, takes "
+        "share of messages of 1, 2, 3, 5 words and whole sentences that it reads right, takes "
         "for another language, or answers in English as too short to tell.",
         "",
-        "| language | 1 word | 2 words | 3 words | sentence |",
-        "| --- | --- | --- | --- | --- |",
+        "| language | 1 word | 2 words | 3 words | 5 words | sentence |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for code, row in report["languages"].items():
         cells = [
@@ -165,6 +202,24 @@ def table(report: dict) -> str:
         ]
         lines.append(f"| {code} | {' | '.join(cells)} |")
     lines += ["", "(read / taken for another / to English)"]
+    lines += [
+        "",
+        "The same detector on sentences in languages it knows but the service does not serve "
+        "(`eval/pairs/unserved.tsv`): share that it names as that language (the turn is "
+        "answered in English, and the page says why), takes for a served language, or "
+        "neither (too short to tell, or named as another unserved language: answered in "
+        "English all the same).",
+        "",
+        "| language | 1 word | 2 words | 3 words | 5 words | sentence |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for code, rows in report.get("unserved", {}).items():
+        cells = [
+            f"{found['named']:.0%} / {found['taken_for_served']:.0%} / {found['neither']:.0%}"
+            for found in rows.values()
+        ]
+        lines.append(f"| {code} | {' | '.join(cells)} |")
+    lines += ["", "(named / taken for a served language / neither)"]
     return "\n".join(lines) + "\n"
 
 
