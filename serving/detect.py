@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from lingua import IsoCode639_1, Language, LanguageDetectorBuilder
+from lingua import ConfidenceValue, IsoCode639_1, Language, LanguageDetectorBuilder
 
 from serving.config import DetectorSettings
 from serving.events import Detection
@@ -37,6 +37,7 @@ class LanguageDetector:
 
     def __init__(self, settings: DetectorSettings, served: Collection[str] = ("fr",)) -> None:
         self.served = frozenset(served)
+        self.settings = settings
         self.min_confidence = settings.min_confidence
         codes = sorted({ENGLISH, *settings.known, *self.served})
         limit_arenas(2)  # lingua loads its models on a thread per core
@@ -59,11 +60,24 @@ class LanguageDetector:
         code = best.language.iso_code_639_1.name.lower()
         if code == ENGLISH:
             return Detection(ENGLISH)
-        if best.value < self.min_confidence:
+        if best.value < self.min_confidence and not self._leads(code, text, values):
             return Detection(ENGLISH, reason="unsure")  # a guess is not named
         if code in self.served:
             return Detection(code)
         return Detection(ENGLISH, heard=code, reason="unserved")
+
+    def _leads(self, code: str, text: str, values: list[ConfidenceValue]) -> bool:
+        """Whether the likeliest language is a served one that clearly leads in a message long
+        enough to judge (``detector.lead``). For the unserved ones ``min_confidence`` holds:
+        a guess at an unserved language would be named to the person."""
+        best, runner_up = values[0].value, values[1].value if len(values) > 1 else 0.0
+        settings = self.settings
+        return (
+            code in self.served
+            and len(text.split()) >= settings.lead_min_words
+            and best >= settings.lead_min_confidence
+            and best >= settings.lead * runner_up
+        )
 
     def detect(self, text: str) -> str:
         """The language the turn speaks (a served one, or English)."""

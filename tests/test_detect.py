@@ -50,6 +50,21 @@ def test_a_message_with_no_letters_reads_the_same_from_every_detector():
     assert all(reading == Detection("en", reason="unsure") for reading in readings), readings
 
 
+def test_a_served_language_that_clearly_leads_a_sentence_is_read_under_min_confidence():
+    """lingua shares its confidence among close languages: a plain Italian question gets 0.32
+    Italian and 0.22 Catalan, under min_confidence. It leads by more than detector.lead, so
+    it is Italian; two words are still too few to judge, and an unserved language that leads
+    passes nothing on to the served one after it."""
+    served = ["fr", "es", "de", "it", "pt", "nl"]
+    detector = LanguageDetector(DetectorSettings(), served=served)
+    assert detector.read("Quali sono i benefici del tè verde?") == Detection("it")
+    assert detector.read("Comment puis-je") == Detection("en", reason="unsure")  # fr 0.40
+    unsure = Detection("en", reason="unsure")
+    assert detector.read("Quina hora és ara a Barcelona?") == unsure  # ca 0.43, es 0.23
+    strict = LanguageDetector(DetectorSettings(lead_min_words=100), served=served)
+    assert strict.read("Quali sono i benefici del tè verde?") == unsure
+
+
 def test_a_served_language_is_a_setting():
     spanish = LanguageDetector(DetectorSettings(known=["de"]), served=["fr", "es"])
     assert spanish.read("¿Qué puedo cocinar con arroz?") == Detection("es")
@@ -61,7 +76,8 @@ def test_health_check_passes_for_any_served_set(detector: LanguageDetector):
     LanguageDetector(DetectorSettings(), served=[]).check_health()  # English only
     LanguageDetector(DetectorSettings(known=[]), served=["es", "pt"]).check_health()
     LanguageDetector(DetectorSettings(), served=["fr", "es", "de", "it", "pt", "nl"]).check_health()
-    deaf = LanguageDetector(DetectorSettings(min_confidence=1.0), served=["fr"])  # reads no French
+    deaf_settings = DetectorSettings(min_confidence=1.0, lead_min_confidence=1.0)
+    deaf = LanguageDetector(deaf_settings, served=["fr"])  # reads no French
     with pytest.raises(RuntimeError, match=r"reads fr \(.*\) as en"):
         deaf.check_health()
 
