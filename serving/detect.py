@@ -38,7 +38,6 @@ class LanguageDetector:
     def __init__(self, settings: DetectorSettings, served: Collection[str] = ("fr",)) -> None:
         self.served = frozenset(served)
         self.settings = settings
-        self.min_confidence = settings.min_confidence
         codes = sorted({ENGLISH, *settings.known, *self.served})
         limit_arenas(2)  # lingua loads its models on a thread per core
         self._lingua = (
@@ -60,7 +59,7 @@ class LanguageDetector:
         code = best.language.iso_code_639_1.name.lower()
         if code == ENGLISH:
             return Detection(ENGLISH)
-        if best.value < self.min_confidence and not self._leads(code, text, values):
+        if best.value < self.settings.min_confidence and not self._leads(code, text, values):
             return Detection(ENGLISH, reason="unsure")  # a guess is not named
         if code in self.served:
             return Detection(code)

@@ -17,8 +17,10 @@ import asyncio
 import http.client
 import json
 import logging
+import os
 import re
 import secrets
+import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -63,6 +65,10 @@ class LlamaCppEngine:
         # llama.cpp's default cap (8 GiB) makes that a slow leak: a translator grows ~1.5 MB per
         # sentence, for a prefix its slots keep anyway.
         params.cache_ram_mib = spec.prompt_cache_mib
+        # Where a slot's KV is saved to be copied into the others (``read_ahead``); llama.cpp
+        # joins it to a file name as it is, so it ends with the separator.
+        self._slot_files = tempfile.TemporaryDirectory(prefix="llama-slots-")
+        params.slot_save_path = os.path.join(self._slot_files.name, "")
         threads = spec.threads or 1
         params.cpuparams.n_threads = threads
         params.cpuparams_batch.n_threads = threads  # defaults to every core otherwise
@@ -197,14 +203,26 @@ class LlamaCppEngine:
         return self.slots
 
     def read_ahead(self, prompt: list[int], copies: int) -> int:
-        """Reads ``prompt`` into the first ``copies`` slots, one after the other. Later requests
-        take, of the free slots, the one whose kept prompt shares the most of their start."""
+        """Reads ``prompt`` into slot 0, then copies its KV into the next ``copies - 1`` slots
+        (llama.cpp's slot save and restore, through a file): a few milliseconds, where reading
+        it again in each slot would take the cores that the other replicas need at start-up.
+        Later requests take, of the free slots, the one whose kept prompt shares the most of
+        their start."""
         copies = min(copies, self.slots)
-        for slot in range(copies):
-            request = {"prompt": prompt, "max_tokens": 1, "temperature": 0.0, "id_slot": slot}
-            result = self.server.handle_completions({**request, "cache_prompt": True})
-            if "error" in result:
-                raise _as_error(result["error"])
+        if copies < 1:
+            return 0
+        request = {"prompt": prompt, "max_tokens": 1, "temperature": 0.0, "id_slot": 0}
+        result = self.server.handle_completions({**request, "cache_prompt": True})
+        if "error" in result:
+            raise _as_error(result["error"])
+        if copies > 1:
+            file = {"filename": "read-ahead.bin"}
+            self._call("POST", "/slots/0?action=save", file)
+            try:
+                for slot in range(1, copies):
+                    self._call("POST", f"/slots/{slot}?action=restore", file)
+            finally:
+                os.remove(os.path.join(self._slot_files.name, file["filename"]))
         return copies
 
     def probe(self) -> None:

@@ -1,4 +1,5 @@
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -98,10 +99,13 @@ def test_new_conversations_find_the_system_prompt_already_read(tiny_chat_source:
     openings = ["Tell me a story.", "What time is it?", "Why is the sky blue?", "Name a fruit."]
     openings += ["How do bees fly?", "Sing me a song.", "Draw a map.", "Count to ten."]
 
+    # Long enough replies that every conversation holds its slot until all have started.
+    sampling = replace(model.sampling, max_new_tokens=200, min_new_tokens=200)
+
     async def read_from_cache(message: str) -> int:
         prompt, _ = model.build_inputs([], message)
         usage = Usage()
-        async for _ in model.engine.stream(prompt, model.sampling, usage):
+        async for _ in model.engine.stream(prompt, sampling, usage):
             pass
         return usage.cached_tokens
 
