@@ -150,12 +150,17 @@ def test_health_check_fails_once_the_weights_go_bad(tiny_seq2seq: Path):
         asyncio.run(model.check_health())
 
 
-def _on_slots(gguf: Path, slots: int, languages=("fr", "de")) -> Translator:
+def _on_slots(
+    gguf: Path, slots: int, languages=("fr", "de"), prompt_cache_mib: int = 0
+) -> Translator:
     """A few-shot translator on llama.cpp with ``slots`` slots."""
     from serving.model_config import BatchSettings
 
+    model = ModelSpec(
+        source=str(gguf), threads=1, context_tokens=512, prompt_cache_mib=prompt_cache_mib
+    )
     settings = TranslatorSettings(
-        model=ModelSpec(source=str(gguf), threads=1, context_tokens=512),
+        model=model,
         generation=GenerationSettings(max_new_tokens=10),
         batching=BatchSettings(max_batch_size=slots),
     )
@@ -249,3 +254,37 @@ def test_with_a_slot_per_language_and_direction_no_prompt_is_read_twice(
     for _ in range(3):
         asyncio.run(enough.check_health())
     assert min(cached_per_turn(enough)) > 30
+
+
+@pytest.mark.parametrize("prompt_cache_mib", [0, 8])
+def test_prompts_that_a_burst_pushes_out_of_their_slots_come_back_from_host_memory(
+    tiny_gguf: Path, prompt_cache_mib: int
+):
+    """One direction's sentences all at once take every slot, pushing out the other
+    directions' few-shot prompts. With ``model.prompt_cache_mib``, llama.cpp keeps the KV of
+    what it pushed out in host memory and copies it back when that direction returns: its next
+    sentence reads only itself. With none, it reads its whole prompt again."""
+    from dataclasses import replace
+
+    from serving.engine import Usage
+
+    model = _on_slots(tiny_gguf, slots=5, prompt_cache_mib=prompt_cache_mib)
+    assert len(model.warmed) == 4  # fr and de, both ways; the fifth slot is the probe's
+    assert _read_from_cache(model, "Guten Tag.", "de", "en") > 30  # read ahead
+    long = replace(model.sampling, max_new_tokens=40, min_new_tokens=40)
+
+    async def burst() -> None:
+        async def one(sentence: str) -> None:
+            prompt = model.prompt(sentence, "en", "fr")
+            async for _ in model.route("en", "fr").engine.stream(prompt, long, Usage()):
+                pass
+
+        sentences = ["One.", "Two.", "Three.", "Four.", "Five."]
+        await asyncio.gather(*(one(sentence) for sentence in sentences))
+
+    asyncio.run(burst())
+    cached = _read_from_cache(model, "Wie geht es dir?", "de", "en")
+    if prompt_cache_mib:
+        assert cached > 30
+    else:
+        assert cached < 30
