@@ -182,18 +182,23 @@ def _warnings() -> Iterator[list[str]]:
         logger.removeHandler(handler)
 
 
-def _read_from_cache(model: Translator, sentence: str, source: str, target: str) -> int:
-    """Tokens of ``sentence``'s prompt that the engine found already read."""
+async def _cached_tokens(
+    model: Translator, sentence: str, source: str, target: str, sampling=None
+) -> int:
+    """Translates ``sentence``; returns the tokens of its prompt that the engine found already
+    read. ``sampling``: the translator's own unless given."""
     from serving.engine import Usage
 
-    async def run() -> int:
-        usage = Usage()
-        prompt = model.prompt(sentence, source, target)
-        async for _ in model.route(source, target).engine.stream(prompt, model.sampling, usage):
-            pass
-        return usage.cached_tokens
+    usage = Usage()
+    prompt = model.prompt(sentence, source, target)
+    engine = model.route(source, target).engine
+    async for _ in engine.stream(prompt, sampling or model.sampling, usage):
+        pass
+    return usage.cached_tokens
 
-    return asyncio.run(run())
+
+def _read_from_cache(model: Translator, sentence: str, source: str, target: str) -> int:
+    return asyncio.run(_cached_tokens(model, sentence, source, target))
 
 
 def test_the_few_shot_prompts_are_read_before_the_first_request_on_all_slots_but_one(
@@ -266,21 +271,14 @@ def test_prompts_that_a_burst_pushes_out_of_their_slots_come_back_from_host_memo
     sentence reads only itself. With none, it reads its whole prompt again."""
     from dataclasses import replace
 
-    from serving.engine import Usage
-
     model = _on_slots(tiny_gguf, slots=5, prompt_cache_mib=prompt_cache_mib)
     assert len(model.warmed) == 4  # fr and de, both ways; the fifth slot is the probe's
     assert _read_from_cache(model, "Guten Tag.", "de", "en") > 30  # read ahead
     long = replace(model.sampling, max_new_tokens=40, min_new_tokens=40)
 
     async def burst() -> None:
-        async def one(sentence: str) -> None:
-            prompt = model.prompt(sentence, "en", "fr")
-            async for _ in model.route("en", "fr").engine.stream(prompt, long, Usage()):
-                pass
-
         sentences = ["One.", "Two.", "Three.", "Four.", "Five."]
-        await asyncio.gather(*(one(sentence) for sentence in sentences))
+        await asyncio.gather(*(_cached_tokens(model, s, "en", "fr", long) for s in sentences))
 
     asyncio.run(burst())
     cached = _read_from_cache(model, "Wie geht es dir?", "de", "en")
