@@ -68,16 +68,21 @@ async def translate_all(
     return await asyncio.gather(*(one(text) for text in texts))
 
 
+def _read_starts(detector: LanguageDetector, sentences: list[str], words: int | None) -> list:
+    """The detector's reading of each sentence's first ``words`` words (None: all of it)."""
+    return [
+        detector.read(" ".join(sentence.split()[:words]) if words else sentence)
+        for sentence in sentences
+    ]
+
+
 def detection(detector: LanguageDetector, code: str, sources: list[str]) -> dict:
     """The service's detector (every language with a file served, ``detector`` settings as
     configured) on the first 1, 2 and 3 words of each sentence and on the whole sentence: how
     often it reads the language, takes it for another one, or sends it to English (unsure)."""
     rows = {}
     for words in PREFIXES:
-        found = [
-            detector.read(" ".join(source.split()[:words]) if words else source)
-            for source in sources
-        ]
+        found = _read_starts(detector, sources, words)
         right = sum(d.language == code for d in found)
         english = sum(d.reason == "unsure" or (d.language == "en" and not d.heard) for d in found)
         rows["all" if words is None else f"{words}w"] = {
@@ -94,10 +99,7 @@ def unserved_detection(detector: LanguageDetector, code: str, sentences: list[st
     or another unserved language named: the turn is answered in English all the same)."""
     rows = {}
     for words in PREFIXES:
-        found = [
-            detector.read(" ".join(sentence.split()[:words]) if words else sentence)
-            for sentence in sentences
-        ]
+        found = _read_starts(detector, sentences, words)
         served = sum(d.language != "en" for d in found)
         named = sum(d.heard == code for d in found)
         rows["all" if words is None else f"{words}w"] = {
