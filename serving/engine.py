@@ -135,9 +135,10 @@ class Engine(Protocol):
         ...
 
     def read_ahead(self, prompt: list[int], copies: int) -> int:
-        """Reads ``prompt`` into ``copies`` of the prompts the engine keeps, so that a request
-        that starts with it reads only the rest, whichever one it lands in. Returns how many
-        now hold it: 0 for an engine that keeps none."""
+        """Puts ``prompt`` into ``copies`` more of the prompts the engine keeps (never all of
+        them: one is left for the health probe), so that a request that starts with it reads
+        only the rest, whichever one it lands in. Returns how many now hold it: 0 for an engine
+        that keeps none, or that has no room left."""
         ...
 
     def probe(self) -> None:

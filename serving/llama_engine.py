@@ -31,6 +31,7 @@ from serving.engine import ChatMessage, GenerationStats, Sampling, Usage
 from serving.errors import GenerationError, InvalidRequestError, ModelUnavailableError
 from serving.locate import Located
 from serving.model_config import BatchSettings, ModelSpec
+from serving.prompt_files import PromptFiles
 
 logger = logging.getLogger("ray.serve")
 
@@ -65,10 +66,19 @@ class LlamaCppEngine:
         # llama.cpp's default cap (8 GiB) makes that a slow leak: a translator grows ~1.5 MB per
         # sentence, for a prefix its slots keep anyway.
         params.cache_ram_mib = spec.prompt_cache_mib
-        # Where a slot's KV is saved to be copied into the others (``read_ahead``); llama.cpp
-        # joins it to a file name as it is, so it ends with the separator.
-        self._slot_files = tempfile.TemporaryDirectory(prefix="llama-slots-")
-        params.slot_save_path = os.path.join(self._slot_files.name, "")
+        # Where the KV of prompts read ahead is saved (``read_ahead``): the cache folder, for the
+        # next start, else a folder of this engine's own, to copy one into other slots. A file
+        # restores only into a context of as many slots (llama.cpp refuses it otherwise).
+        cache = {"kv": spec.kv_cache_type, "slots": self.slots, "context": params.n_ctx}
+        build = xllamacpp.__version__
+        self._prompts = PromptFiles.in_cache(path, build, cache) if spec.saved_prompts else None
+        self._slot_files = None
+        if self._prompts is None:
+            self._slot_files = tempfile.TemporaryDirectory(prefix="llama-slots-")
+            self._prompts = PromptFiles(Path(self._slot_files.name), build)
+        self._read_ahead_slots = 0
+        # llama.cpp joins the folder and a file name as they are: it ends with the separator.
+        params.slot_save_path = os.path.join(self._prompts.folder, "")
         threads = spec.threads or 1
         params.cpuparams.n_threads = threads
         params.cpuparams_batch.n_threads = threads  # defaults to every core otherwise
@@ -203,27 +213,53 @@ class LlamaCppEngine:
         return self.slots
 
     def read_ahead(self, prompt: list[int], copies: int) -> int:
-        """Reads ``prompt`` into slot 0, then copies its KV into the next ``copies - 1`` slots
-        (llama.cpp's slot save and restore, through a file): a few milliseconds, where reading
-        it again in each slot would take the cores that the other replicas need at start-up.
-        Later requests take, of the free slots, the one whose kept prompt shares the most of
-        their start."""
-        copies = min(copies, self.slots)
+        """Puts ``prompt``'s KV into the next ``copies`` slots that hold nothing read ahead,
+        never the last one: the health probe takes that one, the free slot that holds nothing.
+
+        The first slot restores it from the file that an earlier start kept (a few
+        milliseconds), or reads it and keeps that file. The others copy it through the file,
+        where reading it again in each would take the cores that the other replicas need at
+        start-up. Later requests take, of the free slots, the one whose kept prompt shares the
+        most of their start."""
+        first = self._read_ahead_slots
+        copies = min(copies, self.slots - 1 - first)
         if copies < 1:
             return 0
-        request = {"prompt": prompt, "max_tokens": 1, "temperature": 0.0, "id_slot": 0}
-        result = self.server.handle_completions({**request, "cache_prompt": True})
-        if "error" in result:
-            raise _as_error(result["error"])
-        if copies > 1:
-            file = {"filename": "read-ahead.bin"}
-            self._call("POST", "/slots/0?action=save", file)
-            try:
-                for slot in range(1, copies):
-                    self._call("POST", f"/slots/{slot}?action=restore", file)
-            finally:
-                os.remove(os.path.join(self._slot_files.name, file["filename"]))
+        self._read_ahead_slots += copies
+        name = self._prompts.find(prompt)
+        if name is None or not self._restored(name, first):
+            request = {"prompt": prompt, "max_tokens": 1, "temperature": 0.0, "id_slot": first}
+            result = self.server.handle_completions({**request, "cache_prompt": True})
+            if "error" in result:
+                raise _as_error(result["error"])
+            if (name := self._saved(prompt, first)) is None:
+                self._read_ahead_slots = first + 1  # read, but nothing to copy it from
+                return 1
+        for slot in range(first + 1, first + copies):
+            self._call("POST", f"/slots/{slot}?action=restore", {"filename": name})
+        if self._slot_files is not None:  # copied: nothing is kept for a next start
+            self._prompts.forget(name)
         return copies
+
+    def _restored(self, name: str, slot: int) -> bool:
+        try:
+            self._call("POST", f"/slots/{slot}?action=restore", {"filename": name})
+        except ModelUnavailableError as error:  # another llama.cpp build or model, or damaged
+            logger.warning("Reading a prompt again: llama.cpp refused its saved KV (%s)", error)
+            self._prompts.forget(name)
+            return False
+        return True
+
+    def _saved(self, prompt: list[int], slot: int) -> str | None:
+        """The file of ``slot``'s KV, written; None where it could not be (a full disk)."""
+        draft = self._prompts.draft(prompt)
+        try:
+            self._call("POST", f"/slots/{slot}?action=save", {"filename": draft})
+            return self._prompts.keep(draft, prompt)
+        except (ModelUnavailableError, OSError) as error:
+            logger.warning("A prompt read ahead could not be saved: %s", error)
+            self._prompts.forget(draft)
+            return None
 
     def probe(self) -> None:
         """Tokens flowed since the last probe, or one token of a fixed prompt comes out.

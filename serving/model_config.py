@@ -141,6 +141,15 @@ class ModelSpec(StrictModel):
             "default of 8 GiB lets a replica grow with every distinct prompt it has served."
         ),
     )
+    saved_prompts: bool = Field(
+        True,
+        description=(
+            "llama.cpp: keep the KV of the prompts read ahead at start-up (the translator's "
+            "few-shot prompts, the chat's system prompt) in the cache folder, a few MB each, so "
+            "that the next start, or a replica added on this machine, restores them in "
+            "milliseconds instead of reading them again (9 s for the translator on 2 cores)."
+        ),
+    )
     kind: Literal["auto", "causal", "seq2seq"] = Field(
         "auto", description="Architecture family; 'auto' reads it from the model config."
     )

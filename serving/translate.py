@@ -9,7 +9,6 @@ offline profile loads one Gemma for all of them.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import logging
 import re
@@ -67,11 +66,7 @@ class Translator(EngineDeployment):
             for direction in DIRECTIONS:
                 self.routes[code, direction] = self._route(code, direction, engine, engines)
         self.engines = list(engines.values())
-        # Before the replica takes its first request (Serve waits for the constructor). Under
-        # Serve the constructor runs on the replica's event loop, so ``warm`` gets its own loop,
-        # in a thread of its own.
-        with concurrent.futures.ThreadPoolExecutor(1) as reader:
-            self.warmed = reader.submit(asyncio.run, self.warm()).result()
+        self.warmed = self.warm()  # before the first request: Serve waits for the constructor
 
     def _route(
         self, code: str, direction: Direction, load: Callable[..., Engine], engines: dict
@@ -190,13 +185,14 @@ class Translator(EngineDeployment):
         """``text`` in ``source`` (a language code) translated to ``target``, whole."""
         return "".join([piece async for piece in self.stream(text, source, target)]).strip()
 
-    async def warm(self) -> list[tuple[str, Direction]]:
-        """Reads the few-shot prompts that an engine can keep (llama.cpp keeps one per slot), so
-        that a language's first message does not wait for them: about 0.7 s each way on 2 cores,
-        before its first text. Languages go in the profile's order, both ways, until the
-        engine's slots but one are taken: that one is left for the health check's probe, which
-        would otherwise push the first prompt out. Returns what it read; one that fails is left
-        to its first request (the health check tells whether the model works)."""
+    def warm(self) -> list[tuple[str, Direction]]:
+        """Puts the few-shot prompts that an engine can keep (llama.cpp keeps one per slot) in
+        its slots, so that a language's first message does not wait for them: about 0.7 s each
+        way on 2 cores, before its first text. Each is restored from the file an earlier start
+        kept, where there is one (``model.saved_prompts``), else read. Languages go in the
+        profile's order, both ways, until the engine's slots but one are taken: that one is
+        left for the health check's probe. Returns what it read; one that fails is left to
+        its first request (the health check tells whether the model works)."""
         started = time.monotonic()
         room = {id(engine): engine.kept_prompts - 1 for engine in self.engines}
         read: list[tuple[str, Direction]] = []
@@ -207,18 +203,18 @@ class Translator(EngineDeployment):
                     left.append((code, direction))
                 continue
             room[id(route.engine)] -= 1
-            # The prompt is all that is kept: one token of the answer is enough.
+            # The prompt is all that is kept: its first sentence stands for any other.
             prompt = self._prompt(route, route.examples[0][0])
             try:
-                async for _ in route.engine.stream(prompt, self.sampling.capped(1), Usage()):
-                    pass
+                route.engine.read_ahead(prompt, 1)
             except ChatServiceError as error:
                 logger.warning("Could not read the %s %s prompt ahead: %s", code, direction, error)
                 continue
             read.append((code, direction))
         if read:
             logger.info(
-                "Read the few-shot prompts of %s ahead in %.1f s",
+                "Put the few-shot prompts of %s in their slots in %.1f s (read, or restored "
+                "from the files of an earlier start)",
                 ", ".join(f"{code} {direction}" for code, direction in read),
                 time.monotonic() - started,
             )

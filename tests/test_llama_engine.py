@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -16,6 +17,7 @@ from serving.engine import Sampling, Usage, load_engine
 from serving.errors import InvalidRequestError, ModelUnavailableError
 from serving.llama_engine import LlamaCppEngine
 from serving.model_config import BatchSettings, ModelSpec
+from serving.prompt_files import PromptFiles
 
 GREEDY = Sampling(max_new_tokens=16)
 
@@ -71,6 +73,78 @@ def test_the_few_shot_prefix_is_read_once_and_reused(engine: LlamaCppEngine):
     _, warm = asyncio.run(_reply(engine, second, Sampling(max_new_tokens=3)))
     assert warm.cached_tokens >= shared - 1 > 10  # the slot kept the shared prefix's KV cache
     assert cold.cached_tokens < warm.cached_tokens
+
+
+def _prompt_tokens_read(engine: LlamaCppEngine) -> int:
+    """Prompt tokens that llama.cpp has computed since it started (not those found cached)."""
+    found = re.search(r"^llamacpp:prompt_tokens_total (\d+)", engine.server.handle_metrics(), re.M)
+    return int(found.group(1))
+
+
+def _both_find(engine: LlamaCppEngine, prefix: list[int]) -> list[int]:
+    """Two requests that start with ``prefix`` at once, so in two slots: the prefix tokens
+    each found already read."""
+
+    async def both() -> list[Usage]:
+        endings = ("French: Il fait beau.\nEnglish:", "French: Allons au parc.\nEnglish:")
+        asked = [prefix + engine.encode(ending, special=False) for ending in endings]
+        return [
+            usage for _, usage in await asyncio.gather(*(_reply(engine, p, GREEDY) for p in asked))
+        ]
+
+    return [min(usage.cached_tokens, len(prefix)) for usage in asyncio.run(both())]
+
+
+def test_a_prompt_read_ahead_is_kept_on_disk_and_the_next_start_restores_it(
+    tiny_gguf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The first engine reads a prompt ahead into two slots and keeps its KV in the cache
+    folder. An engine built the same way later (the next start, a replica added) restores it
+    into both and computes none of it. A file that llama.cpp refuses is read again and
+    replaced; with ``saved_prompts: false`` nothing is left on disk."""
+    monkeypatch.setenv("POLYGLOT_CACHE", str(tmp_path))
+    folder = tmp_path / "llama-prompts"
+
+    def started(**settings) -> LlamaCppEngine:
+        spec = ModelSpec(source=str(tiny_gguf), threads=1, context_tokens=512, **settings)
+        return load_engine(spec, BatchSettings(max_batch_size=3), GREEDY)
+
+    first = started()
+    prefix = first.encode("French: Bonjour\nEnglish: Hello\n\n" * 4)
+    assert first.read_ahead(prefix, 5) == 2  # the third slot is the health probe's
+    assert first.read_ahead(prefix, 1) == 0
+    assert _prompt_tokens_read(first) == len(prefix)  # read once, copied into the other slot
+    [kept] = folder.glob("*.bin")
+
+    second = started()
+    assert second.read_ahead(prefix, 2) == 2
+    assert _prompt_tokens_read(second) == 0
+    assert _both_find(second, prefix) == [len(prefix), len(prefix)]
+
+    kept.write_bytes(b"not a llama.cpp slot file")
+    damaged = started()
+    assert damaged.read_ahead(prefix, 2) == 2
+    assert _prompt_tokens_read(damaged) == len(prefix)
+    assert _both_find(damaged, prefix) == [len(prefix), len(prefix)]
+    fourth = started()
+    fourth.read_ahead(prefix, 2)
+    assert _prompt_tokens_read(fourth) == 0  # the file was written again
+
+    for old in folder.iterdir():
+        old.unlink()
+
+    def disk_full(*_) -> None:
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patched:  # the slot is read all the same, nothing to copy
+        patched.setattr(PromptFiles, "keep", disk_full)
+        assert started().read_ahead(prefix, 2) == 1
+    assert list(folder.iterdir()) == []  # no draft left behind
+
+    unsaved = started(saved_prompts=False)
+    assert unsaved.read_ahead(prefix, 2) == 2
+    assert _both_find(unsaved, prefix) == [len(prefix), len(prefix)]
+    assert list(folder.iterdir()) == []
 
 
 def test_leaving_a_stream_stops_its_generation(long_engine: LlamaCppEngine):
