@@ -111,13 +111,14 @@ def _in_turn(row: dict[str, Any] | None) -> str:
 
 def _launch(results: dict[str, Any]) -> list[str]:
     columns = ["engine", "`run.py` launched: page up", "every deployment healthy"]
-    columns += ["weights cache", "memory then (PSS, run.py and everything under it)"]
+    columns += ["cache folder", "memory then (PSS, run.py and everything under it)"]
     columns += ['French turn sent at "Ready": first text', "done"]
     rows = [
         [engine, f"{found['page_up_s']:.1f} s", f"{found['api_ready_s']:.1f} s", found["cache"]]
         + [f"{found['memory']['total_mib']} MiB ({found['memory']['processes']} processes)"]
         + [f"{found['french_at_ready'][key]:.2f} s" for key in ("first_text_s", "done_s")]
-        for engine, found in results.get("launch", {}).items()
+        for engine, starts in results.get("launch", {}).items()
+        for found in starts
     ]
     return _table(columns, rows)
 

@@ -109,12 +109,17 @@ def main(argv: list[str] | None = None) -> int:
         "engines": {},
     }
     # First, with the machine quiet: each engine's app started as `make run` starts it.
+    # Twice: the second start finds what the first kept in the cache folder (the translator's
+    # few-shot prompts, read once and then restored; transformers' converted weights).
     results["launch"] = {}
     for engine in engines:
         cache = workdir / f"launch-cache-{engine}" if args.cold else None
         config = bench_config(args, port, workdir, engine)
-        results["launch"][engine] = launch_to_ready(config, workdir, cache)
-        print(f"engine {engine}: run.py launched to ready: {results['launch'][engine]}", flush=True)
+        starts = results["launch"][engine] = [launch_to_ready(config, workdir, cache)]
+        starts.append(launch_to_ready(config, workdir, cache))
+        starts[1]["cache"] = "as the first start left it"
+        for found in starts:
+            print(f"engine {engine}: run.py launched to ready: {found}", flush=True)
     started = time.perf_counter()
     ray.init(address="local", include_dashboard=False, logging_level="ERROR")
     serve.start(http_options={"host": "127.0.0.1", "port": port})
