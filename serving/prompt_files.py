@@ -75,7 +75,8 @@ class PromptFiles:
         return name
 
     def forget(self, name: str) -> None:
-        """Removes a file that llama.cpp refused: it is written again after the next read."""
+        """Removes ``name``: a file that llama.cpp refused (written again after the next read),
+        a draft it could not finish, or a copy that is not to be kept."""
         (self.folder / name).unlink(missing_ok=True)
 
     def _trim(self) -> None:
