@@ -58,7 +58,7 @@ class ChatModel(EngineDeployment):
         if not (start := self.shared_start()):
             return 0
         try:
-            copies = self.engine.read_ahead(start, self.engine.kept_prompts - 1)
+            copies = self.engine.read_ahead(start, self.engine.kept_prompts)  # the probe's aside
         except ChatServiceError as error:
             logger.warning("Could not read the system prompt ahead: %s", error)
             return 0

@@ -38,14 +38,14 @@ class PromptFiles:
     @classmethod
     def in_cache(cls, model_file: Path, build: str, settings: dict) -> PromptFiles | None:
         """The cache folder's ``llama-prompts``, or None where it cannot be written."""
-        folder = cache_root() / "llama-prompts"
+        folder, model_file = cache_root() / "llama-prompts", model_file.resolve()
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            found = model_file.resolve().stat()
+            found = model_file.stat()
         except OSError as error:
             logger.warning("Prompts read ahead will not be kept on disk: %s", error)
             return None
-        model = [str(model_file.resolve()), found.st_size, found.st_mtime_ns, build, settings]
+        model = [str(model_file), found.st_size, found.st_mtime_ns, build, settings]
         return cls(folder, json.dumps(model, sort_keys=True))
 
     def name(self, prompt: list[int]) -> str:

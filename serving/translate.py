@@ -194,23 +194,19 @@ class Translator(EngineDeployment):
         left for the health check's probe. Returns what it read; one that fails is left to
         its first request (the health check tells whether the model works)."""
         started = time.monotonic()
-        room = {id(engine): engine.kept_prompts - 1 for engine in self.engines}
         read: list[tuple[str, Direction]] = []
         left: list[tuple[str, Direction]] = []
         for (code, direction), route in self.routes.items():
-            if room[id(route.engine)] <= 0:
-                if route.engine.kept_prompts:
-                    left.append((code, direction))
+            if not route.engine.kept_prompts:
                 continue
-            room[id(route.engine)] -= 1
             # The prompt is all that is kept: its first sentence stands for any other.
             prompt = self._prompt(route, route.examples[0][0])
             try:
-                route.engine.read_ahead(prompt, 1)
+                placed = route.engine.read_ahead(prompt, 1)  # 0: no slot left but the probe's
             except ChatServiceError as error:
                 logger.warning("Could not read the %s %s prompt ahead: %s", code, direction, error)
                 continue
-            read.append((code, direction))
+            (read if placed else left).append((code, direction))
         if read:
             logger.info(
                 "Put the few-shot prompts of %s in their slots in %.1f s (read, or restored "
