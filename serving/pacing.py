@@ -4,7 +4,7 @@ Each piece of a reply crosses two Serve hops (ChatModel to Router, Router to the
 socket, and each costs CPU in every process on the way. On a small CPU machine that CPU is taken
 from decoding. Joining the tokens that arrive within an interval keeps the page's updates smooth
 (20 a second at 50 ms) while sending fewer messages when the model is fast. The page paces its
-own redraws the same way (``ui/page.py``).
+own redraws the same way (``ui/reply_stream.py``).
 """
 
 from __future__ import annotations
@@ -27,10 +27,12 @@ async def paced(
     pieces: AsyncGenerator[T, None],
     interval_s: float,
     join: Callable[[list[T]], list[T]] = join_text,  # type: ignore[assignment]
+    holds: Callable[[T], bool] = lambda _: True,
 ) -> AsyncIterator[T]:
     """``pieces``, the first as soon as it comes, each later one no sooner than ``interval_s``
     after the one before, joined (``join``) with everything that arrived in between. 0 changes
-    nothing.
+    nothing. Only what ``holds`` (every piece, by default) makes the next wait: the page's start
+    event, which draws no text, lets the first words through at once.
 
     The source is read in a task of its own, so it never waits on the pace. Leaving this stream
     cancels that task, which stops the source within its current step.
@@ -71,7 +73,8 @@ async def paced(
             if texts:
                 for joined in join(texts):
                     yield joined
-                sent_at = loop.time()
+                if any(holds(text) for text in texts):
+                    sent_at = loop.time()
         await reader  # the source's own error, after the text that came before it
     finally:
         if not reader.done():

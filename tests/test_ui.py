@@ -1,6 +1,7 @@
 """The page through its own API with gradio_client, and the page's pure helpers."""
 
 import asyncio
+import time
 from collections.abc import AsyncGenerator
 
 import gradio as gr
@@ -8,12 +9,11 @@ import pytest
 from gradio_client import Client
 
 from serving.events import DeltaEvent, DoneEvent, Event, StartEvent
-from serving.pacing import paced
 from tests.support import FRENCH_TURN as FRENCH
 from tests.support import api_ws_url
 from ui.client import api_ready, health_url
 from ui.page import ENGLISH_EXAMPLES, build_demo, spoken
-from ui.reply_stream import Halt, join_deltas, until_halted
+from ui.reply_stream import REDRAW_INTERVAL_S, Halt, redrawn, until_halted
 from ui.share import MAX_LINK_CHARS, ShareError, decode, encode, token_in
 from ui.turns import ENGLISH_ORIGINAL, notice_for, to_history_en, to_messages, turn_at
 
@@ -362,10 +362,34 @@ def test_the_page_redraws_once_for_the_deltas_that_came_together():
             yield event
 
     async def listen() -> list[Event]:
-        return [event async for event in paced(source(), 0.05, join_deltas)]
+        return [event async for event in redrawn(source())]
 
     assert asyncio.run(listen()) == [
         events[0],
         DeltaEvent(text="Bonjour !", text_en="Good day!"),
         events[4],
     ]
+
+
+def test_the_first_words_are_drawn_at_once_after_the_start_event():
+    """The start event sets the notice, not the reply: the first words, a moment after it,
+    are not held back for a redraw interval; the words after them are."""
+    pause = REDRAW_INTERVAL_S / 4
+    events = [StartEvent(language="en", message_en="Hi"), DeltaEvent(text="Hello")]
+    done = DoneEvent(reply="Hello there", reply_en="Hello there", message_en="Hi", language="en")
+    events += [DeltaEvent(text=" there"), done]
+
+    async def source() -> AsyncGenerator[Event, None]:
+        for event in events:
+            yield event
+            await asyncio.sleep(pause)
+
+    async def listen() -> list[tuple[float, Event]]:
+        started = time.monotonic()
+        return [(time.monotonic() - started, event) async for event in redrawn(source())]
+
+    drawn = asyncio.run(listen())
+    assert [event for _, event in drawn] == events
+    (_, start), (first_words, _), (next_words, _), _ = drawn
+    assert first_words < pause + REDRAW_INTERVAL_S / 2, drawn  # not held back by the start
+    assert next_words - first_words >= REDRAW_INTERVAL_S * 0.9, drawn  # paced from there on

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 
 from serving.events import DeltaEvent, Event
+from serving.pacing import paced
 
 # The page redraws the reply at most this often: a fast model sends 60 deltas a second, and
 # each redraw renders the whole reply again in the browser (and diffs it in the UI replica).
@@ -44,6 +45,18 @@ def join_deltas(events: list[Event]) -> list[Event]:
         else:
             joined.append(event)
     return joined
+
+
+def redrawn(events: AsyncGenerator[Event, None]) -> AsyncIterator[Event]:
+    """``events`` as the page draws them: the first words at once, then the deltas that come
+    within ``REDRAW_INTERVAL_S`` of a redraw joined into the next. Only a delta redraws the
+    reply: the start event, just before the first words, sets the notice and holds them back
+    for nothing."""
+    return paced(events, REDRAW_INTERVAL_S, join_deltas, holds=_redraws_reply)
+
+
+def _redraws_reply(event: Event) -> bool:
+    return isinstance(event, DeltaEvent)
 
 
 async def until_halted(stream: AsyncIterator[Event], halt: Halt) -> AsyncIterator[Event]:

@@ -18,11 +18,10 @@ from typing import Any
 import gradio as gr
 
 from serving.events import DeltaEvent, DoneEvent, StartEvent, StoredTurn, stored_turn
-from serving.pacing import paced
 from ui.client import ApiError, stream_turn
 from ui.conversations import Library
 from ui.list_handlers import listing
-from ui.reply_stream import REDRAW_INTERVAL_S, Halt, halt_all, join_deltas, until_halted
+from ui.reply_stream import Halt, halt_all, redrawn, until_halted
 from ui.turns import message_text, notice_for, to_history_en, to_messages, turn_at
 
 # What each turn handler updates: the chat window, the stored turns, the text box, the notice.
@@ -94,7 +93,7 @@ class TurnHandlers:
         try:
             yield shown, turns, box_after, notice_for(turns)
             stream = stream_turn(self.api_url, message, to_history_en(turns), self.api_token)
-            events = until_halted(paced(stream, REDRAW_INTERVAL_S, join_deltas), halt)
+            events = until_halted(redrawn(stream), halt)
             async for event in events:
                 if isinstance(event, StartEvent):
                     pending.update(
