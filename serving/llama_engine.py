@@ -79,9 +79,12 @@ class LlamaCppEngine:
         self._read_ahead_slots = 0
         # llama.cpp joins the folder and a file name as they are: it ends with the separator.
         params.slot_save_path = os.path.join(self._prompts.folder, "")
+        # llama.cpp decodes a step of one token on ``threads``, and a step of several (a prompt,
+        # or a token for each of several conversations) on ``batch_threads``.
         threads = spec.threads or 1
+        batch_threads = spec.batch_threads or threads
         params.cpuparams.n_threads = threads
-        params.cpuparams_batch.n_threads = threads  # defaults to every core otherwise
+        params.cpuparams_batch.n_threads = batch_threads  # defaults to every core otherwise
         params.verbosity = 0  # errors only: llama.cpp logs every request at its default
         self._key = secrets.token_urlsafe(24)
         params.api_keys = [self._key]  # its loopback HTTP server answers nobody else
@@ -100,12 +103,14 @@ class LlamaCppEngine:
         self.stats = GenerationStats()
         self._probed_steps = 0
         logger.info(
-            "Loaded %s on llama.cpp (%d slots of %d tokens, KV cache in %s, %d threads) in %.1f s",
+            "Loaded %s on llama.cpp (%d slots of %d tokens, KV cache in %s, threads: %d, "
+            "for batches: %d) in %.1f s",
             path.name,
             self.slots,
             self.context_limit,
             spec.kv_cache_type,
             threads,
+            batch_threads,
             time.monotonic() - started,
         )
 

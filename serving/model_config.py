@@ -163,7 +163,16 @@ class ModelSpec(StrictModel):
         None,
         ge=1,
         description=(
-            "CPU threads for the engine (llama.cpp: for decoding and for reading prompts); "
+            "CPU threads for the engine (llama.cpp: for decoding one conversation alone); "
             "default: torch's own choice, or 1 for llama.cpp."
+        ),
+    )
+    batch_threads: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "llama.cpp: CPU threads for reading prompts and for the decoding steps of several "
+            "conversations at once; default: `threads`. A small model decodes one conversation "
+            "no faster on more threads, and the extra ones take CPU from the rest of the app."
         ),
     )

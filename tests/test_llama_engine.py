@@ -147,6 +147,28 @@ def test_a_prompt_read_ahead_is_kept_on_disk_and_the_next_start_restores_it(
     assert list(folder.iterdir()) == []
 
 
+def test_llama_cpp_gets_a_thread_count_for_one_sequence_and_one_for_batches(
+    tiny_gguf: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """One conversation's decoding steps run on ``threads``; prompts and the steps of several
+    conversations at once run on ``batch_threads``, which defaults to ``threads``."""
+    import xllamacpp
+
+    given, real = [], xllamacpp.Server
+
+    def server(params):
+        given.append((params.cpuparams.n_threads, params.cpuparams_batch.n_threads))
+        return real(params)
+
+    monkeypatch.setattr(xllamacpp, "Server", server)
+    for threads in ({"threads": 1, "batch_threads": 2}, {"threads": 2}):
+        spec = ModelSpec(source=str(tiny_gguf), context_tokens=256, saved_prompts=False, **threads)
+        engine = load_engine(spec, BatchSettings(max_batch_size=2), GREEDY)
+        text, usage = asyncio.run(_reply(engine, engine.encode("Hello"), GREEDY))
+        assert usage.tokens > 0, text
+    assert given == [(1, 2), (2, 2)]
+
+
 def test_leaving_a_stream_stops_its_generation(long_engine: LlamaCppEngine):
     endless = Sampling(max_new_tokens=3000, min_new_tokens=3000)
 
