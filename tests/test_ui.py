@@ -390,6 +390,6 @@ def test_the_first_words_are_drawn_at_once_after_the_start_event():
 
     drawn = asyncio.run(listen())
     assert [event for _, event in drawn] == events
-    (_, start), (first_words, _), (next_words, _), _ = drawn
+    _, (first_words, _), (next_words, _), _ = drawn
     assert first_words < pause + REDRAW_INTERVAL_S / 2, drawn  # not held back by the start
     assert next_words - first_words >= REDRAW_INTERVAL_S * 0.9, drawn  # paced from there on
