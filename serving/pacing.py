@@ -30,9 +30,10 @@ async def paced(
     holds: Callable[[T], bool] = lambda _: True,
 ) -> AsyncIterator[T]:
     """``pieces``, the first as soon as it comes, each later one no sooner than ``interval_s``
-    after the one before, joined (``join``) with everything that arrived in between. 0 changes
-    nothing. Only what ``holds`` (every piece, by default) makes the next wait: the page's start
-    event, which draws no text, lets the first words through at once.
+    after the one before, joined (``join``) with everything that arrived in between, and the
+    last as soon as the source ends, since nothing can join it. 0 changes nothing. Only what
+    ``holds`` (every piece, by default) makes the next wait: the page's start event, which
+    draws no text, lets the first words through at once.
 
     The source is read in a task of its own, so it never waits on the pace. Leaving this stream
     cancels that task, which stops the source within its current step.
@@ -44,6 +45,7 @@ async def paced(
         return
     loop = asyncio.get_running_loop()
     arrived: asyncio.Queue = asyncio.Queue()
+    source_ended = asyncio.Event()
 
     async def read() -> None:
         try:
@@ -52,6 +54,7 @@ async def paced(
                     arrived.put_nowait(piece)
         finally:
             arrived.put_nowait(_END)
+            source_ended.set()
 
     reader = asyncio.create_task(read())
     try:
@@ -59,8 +62,10 @@ async def paced(
         ended = False
         while not ended:
             item = await arrived.get()
-            if (wait := sent_at + interval_s - loop.time()) > 0:
-                await asyncio.sleep(wait)
+            if (wait := sent_at + interval_s - loop.time()) > 0 and not source_ended.is_set():
+                # The last words go out as soon as the source ends: nothing follows to join them.
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(source_ended.wait(), wait)
             texts: list[T] = []
             while True:
                 if item is _END:

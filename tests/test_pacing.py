@@ -44,9 +44,16 @@ def test_a_fast_stream_goes_out_in_fewer_pieces_no_closer_than_the_interval():
     assert "".join(piece for _, piece in out) == "".join(WORDS)
     assert out[0][1] == WORDS[0] and out[0][0] < 0.04  # the first piece is not held back
     assert len(out) < len(WORDS) / 3
-    gaps = [later[0] - earlier[0] for earlier, later in pairwise(out)]
+    gaps = [later[0] - earlier[0] for earlier, later in pairwise(out[:-1])]
     assert min(gaps) >= 0.045, gaps
     assert log == ["finished"]
+
+
+def test_the_last_words_go_out_when_the_source_ends_not_an_interval_later():
+    log: list[str] = []
+    out = asyncio.run(_timed(paced(_source(WORDS[:3], 0.02, log), 0.5)))
+    assert [piece for _, piece in out] == [WORDS[0], "".join(WORDS[1:3])]
+    assert out[-1][0] < 0.2, out  # the source ended at about 60 ms; the interval is 500 ms
 
 
 def test_a_slow_stream_goes_out_piece_by_piece_and_on_time():

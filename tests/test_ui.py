@@ -383,6 +383,7 @@ def test_the_first_words_are_drawn_at_once_after_the_start_event():
         for event in events:
             yield event
             await asyncio.sleep(pause)
+        await asyncio.sleep(REDRAW_INTERVAL_S)  # a source that ends is drawn at once
 
     async def listen() -> list[tuple[float, Event]]:
         started = time.monotonic()
