@@ -27,6 +27,7 @@ class ChatModel(EngineDeployment):
         if self.engine.is_encoder_decoder:  # the decoder has the same position limit
             sampling = sampling.capped(self.engine.context_limit - 2)
         self.sampling = sampling
+        self.replies = 0  # streaming now: they share the replica's messages (``interval``)
         self.read_ahead = self._read_shared_start_ahead()  # before the first request
 
     def _system(self) -> list[ChatMessage]:
@@ -69,6 +70,15 @@ class ChatModel(EngineDeployment):
             time.monotonic() - started,
         )
         return copies
+
+    def interval(self) -> float:
+        """The shortest time between two pieces of a reply now: ``stream_interval_s``, or
+        longer while so many replies stream that they would send more than
+        ``stream_messages_per_s`` pieces a second in all. Each piece costs CPU in this replica,
+        the router and the proxy, taken from decoding; 8 replies at once streamed about 15 %
+        more tokens a second with 160 ms between pieces than with 50 (README, "Pacing")."""
+        cap = self.settings.stream_messages_per_s
+        return max(self.settings.stream_interval_s, self.replies / cap if cap else 0.0)
 
     @property
     def input_budget(self) -> int:
@@ -131,12 +141,16 @@ class ChatModel(EngineDeployment):
             logger.info("Prompt cut to fit the model's context: %s", info)
         yield info
         usage = Usage()
-        pieces = paced(self.engine.stream(prompt, sampling, usage), self.settings.stream_interval_s)
+        pieces = paced(self.engine.stream(prompt, sampling, usage), self.interval)
         # Queued behind other replies, the engine may say nothing for a long while: the router
         # must not take that for a replica that died.
         pieces = kept_alive(pieces, WORKING_EVERY_S, WORKING)
-        async with aclosing(pieces):  # a caller that leaves stops the engine at once
-            async for piece in pieces:
-                yield piece
+        self.replies += 1
+        try:
+            async with aclosing(pieces):  # a caller that leaves stops the engine at once
+                async for piece in pieces:
+                    yield piece
+        finally:
+            self.replies -= 1
         limit = sampling.max_new_tokens
         yield ReplyInfo(usage.tokens, "length" if usage.tokens >= limit else "stop")

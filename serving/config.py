@@ -96,7 +96,16 @@ class ChatSettings(StrictModel):
         description=(
             "Shortest time between two pieces of a reply: tokens that come sooner go out joined "
             "(the first at once). Fewer messages through Serve leave more CPU for decoding; "
-            "0 sends each token alone."
+            "0 sends each token alone, as far as stream_messages_per_s allows."
+        ),
+    )
+    stream_messages_per_s: float = Field(
+        50,
+        ge=0,
+        description=(
+            "Most pieces a second that a replica sends over all the replies it streams: with "
+            "many at once, each reply's pieces come further apart than stream_interval_s (8 "
+            "replies at 50 a second: 160 ms). 0: no cap."
         ),
     )
     batching: BatchSettings = Field(default_factory=BatchSettings)

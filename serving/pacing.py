@@ -3,8 +3,9 @@
 Each piece of a reply crosses two Serve hops (ChatModel to Router, Router to the proxy) and the
 socket, and each costs CPU in every process on the way. On a small CPU machine that CPU is taken
 from decoding. Joining the tokens that arrive within an interval keeps the page's updates smooth
-(20 a second at 50 ms) while sending fewer messages when the model is fast. The page paces its
-own redraws the same way (``ui/reply_stream.py``).
+(20 a second at 50 ms) while sending fewer messages when the model is fast; a replica
+streaming many replies spaces each one's pieces further (``ChatModel.interval``). The page
+paces its own redraws the same way (``ui/reply_stream.py``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def join_text(pieces: list[str]) -> list[str]:
 
 async def paced(
     pieces: AsyncGenerator[T, None],
-    interval_s: float,
+    interval_s: float | Callable[[], float],
     join: Callable[[list[T]], list[T]] = join_text,  # type: ignore[assignment]
     holds: Callable[[T], bool] = lambda _: True,
 ) -> AsyncIterator[T]:
@@ -35,10 +36,14 @@ async def paced(
     ``holds`` (every piece, by default) makes the next wait: the page's start event, which
     draws no text, lets the first words through at once.
 
+    ``interval_s`` may be a function, asked before each wait: a replica's replies then share
+    its messages (``ChatModel.interval``).
+
     The source is read in a task of its own, so it never waits on the pace. Leaving this stream
     cancels that task, which stops the source within its current step.
     """
-    if interval_s <= 0:
+    interval = interval_s if callable(interval_s) else lambda: interval_s
+    if not callable(interval_s) and interval_s <= 0:
         async with aclosing(pieces):
             async for piece in pieces:
                 yield piece
@@ -62,7 +67,7 @@ async def paced(
         ended = False
         while not ended:
             item = await arrived.get()
-            if (wait := sent_at + interval_s - loop.time()) > 0 and not source_ended.is_set():
+            if (wait := sent_at + interval() - loop.time()) > 0 and not source_ended.is_set():
                 # The last words go out as soon as the source ends: nothing follows to join them.
                 with suppress(TimeoutError):
                     await asyncio.wait_for(source_ended.wait(), wait)

@@ -1,5 +1,8 @@
 import asyncio
+import statistics
+import time
 from dataclasses import replace
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -114,6 +117,42 @@ def test_new_conversations_find_the_system_prompt_already_read(tiny_chat_source:
         return await asyncio.gather(*(read_from_cache(message) for message in messages))
 
     assert min(asyncio.run(started_at_once())) >= len(start)
+
+
+def test_replies_streamed_together_share_the_replicas_messages(tiny_chat_source: Path):
+    """With a cap of 20 pieces a second in all, a reply alone gets a piece every 50 ms, and
+    four at once about every 200 ms each, with the tokens in between joined."""
+    model = ChatModel(
+        ChatSettings(
+            model=ModelSpec(source=str(tiny_chat_source)),
+            generation=GenerationSettings(max_new_tokens=80, min_new_tokens=80),
+            stream_interval_s=0.02,
+            stream_messages_per_s=20,
+        )
+    )
+    generate = model.engine.stream
+
+    async def steady(*args, **kwargs):  # a token every 10 ms, as a bigger model streams
+        async for piece in generate(*args, **kwargs):
+            await asyncio.sleep(0.01)
+            yield piece
+
+    model.engine.stream = steady
+
+    async def gaps(message: str) -> list[float]:
+        stream = model.stream([], message)
+        times = [time.monotonic() async for item in stream if isinstance(item, str)]
+        return [later - earlier for earlier, later in pairwise(times[:-1])]  # not the last
+
+    async def together() -> list[list[float]]:
+        messages = ["Tell me a story.", "Name a fruit.", "Count to ten.", "Draw a map."]
+        return await asyncio.gather(*(gaps(message) for message in messages))
+
+    alone = asyncio.run(gaps("Tell me a story."))
+    assert len(alone) > 10 and statistics.median(alone) < 0.08, alone
+    for reply in asyncio.run(together()):
+        assert reply and statistics.median(reply) >= 0.14, reply  # 3 or 4 replies: 150-200 ms
+    assert model.replies == 0
 
 
 def test_seq2seq_chat_answers(tiny_seq2seq: Path):
