@@ -73,8 +73,8 @@ class ChatModel(EngineDeployment):
 
     def interval(self) -> float:
         """The shortest time between two pieces of a reply now: ``stream_interval_s``, or
-        longer while so many replies stream that they would send more than
-        ``stream_messages_per_s`` pieces a second in all. Each piece costs CPU in this replica,
+        longer while so many replies stream (or wait for a slot) that they would send more
+        than ``stream_messages_per_s`` pieces a second in all. Each piece costs CPU in this replica,
         the router and the proxy, taken from decoding; 8 replies at once streamed about 15 %
         more tokens a second with 160 ms between pieces than with 50 (README, "Pacing")."""
         cap = self.settings.stream_messages_per_s
