@@ -105,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
         security = config.security.model_copy(update={"auth": "on"})
         config = config.model_copy(update={"security": security})
 
+    from serving.worker_setup import RUNTIME_ENV, import_serve_without_pandas
+
+    import_serve_without_pandas()  # this driver, as each worker does (serving/worker_setup.py)
     import ray
     from ray import serve
 
@@ -118,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     ray.init(
         address=address or "local",  # never attach to a cluster by accident
         include_dashboard=False,
+        runtime_env=RUNTIME_ENV,  # the workers' setup hook: Serve's processes go without pandas
         # The replicas', Serve's and Ray's own logs stay in the log folder unless --verbose:
         # Serve's proxy alone logs kilobytes of routes per line.
         log_to_driver=args.verbose,

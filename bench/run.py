@@ -31,6 +31,7 @@ from serving.chat import ChatModel
 from serving.config import AppConfig
 from serving.testing.graphs import delete_graph
 from serving.testing.probes import app_memory_mib, free_port
+from serving.worker_setup import RUNTIME_ENV
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -121,7 +122,10 @@ def main(argv: list[str] | None = None) -> int:
         for found in starts:
             print(f"engine {engine}: run.py launched to ready: {found}", flush=True)
     started = time.perf_counter()
-    ray.init(address="local", include_dashboard=False, logging_level="ERROR")
+    # As run.py starts the app: the same workers' setup hook.
+    ray.init(
+        address="local", include_dashboard=False, logging_level="ERROR", runtime_env=RUNTIME_ENV
+    )
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     results["ray_start_s"] = time.perf_counter() - started
     try:

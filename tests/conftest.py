@@ -17,6 +17,7 @@ from serving.testing.graphs import PARTS  # noqa: E402
 from serving.testing.probes import free_port  # noqa: E402
 from serving.testing.tiny_gguf import write_gguf  # noqa: E402
 from serving.testing.tiny_models import build_causal, build_seq2seq, tiny_config  # noqa: E402
+from serving.worker_setup import RUNTIME_ENV  # noqa: E402
 from tests.support import METRICS_PORT, graph_at  # noqa: E402
 
 
@@ -83,6 +84,7 @@ def serve_instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         num_cpus=8,
         include_dashboard=False,
         logging_level="WARNING",
+        runtime_env=RUNTIME_ENV,  # as run.py starts the app
         _metrics_export_port=METRICS_PORT,
     )
     serve.start(http_options={"host": "127.0.0.1", "port": port})
