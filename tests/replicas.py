@@ -14,13 +14,18 @@ import ray
 PREFIX = "SERVE_REPLICA::"
 
 
-def replica_names(app: str, deployment: str) -> set[str]:
-    prefix = f"{PREFIX}{app}#{deployment}#"
+def serve_actor_names(*prefixes: str) -> set[str]:
+    """Serve's named actors (namespace "serve") whose names start with one of ``prefixes``:
+    replicas, and also ``SERVE_CONTROLLER_ACTOR`` and ``SERVE_PROXY_ACTOR-<node>``."""
     return {
         actor["name"]
         for actor in ray.util.list_named_actors(all_namespaces=True)
-        if actor["namespace"] == "serve" and actor["name"].startswith(prefix)
+        if actor["namespace"] == "serve" and actor["name"].startswith(prefixes)
     }
+
+
+def replica_names(app: str, deployment: str) -> set[str]:
+    return serve_actor_names(f"{PREFIX}{app}#{deployment}#")
 
 
 def ask(name: str, question: Callable[[], Any]) -> Any:

@@ -3,9 +3,7 @@
 import subprocess
 import sys
 
-import ray
-
-from tests.replicas import ask, replica_names
+from tests.replicas import ask, replica_names, serve_actor_names
 
 
 def run_python(script: str) -> str:
@@ -39,12 +37,7 @@ def holds_pandas() -> bool:
 def test_only_the_page_holds_pandas_among_the_apps_serve_processes(tiny_app: str):
     """The hook reaches every worker of the job that started Serve (conftest, as run.py does):
     the controller, the proxy and each replica. The page's Gradio imports pandas itself."""
-    serve_actors = [
-        actor["name"]
-        for actor in ray.util.list_named_actors(all_namespaces=True)
-        if actor["namespace"] == "serve"
-        and actor["name"].startswith(("SERVE_CONTROLLER_ACTOR", "SERVE_PROXY_ACTOR"))
-    ]
+    serve_actors = sorted(serve_actor_names("SERVE_CONTROLLER_ACTOR", "SERVE_PROXY_ACTOR"))
     replicas = {
         deployment: replica_names("api", deployment)
         for deployment in ("Router", "LanguageDetector", "Translator", "ChatModel")
