@@ -13,6 +13,7 @@ from serving.engine import ChatMessage, Engine, EngineDeployment, Sampling, Usag
 from serving.errors import ChatServiceError, InvalidRequestError
 from serving.events import WORKING, WORKING_EVERY_S, PromptInfo, ReplyInfo, Working
 from serving.pacing import kept_alive, paced
+from serving.stop_sequences import StopSequences
 
 logger = logging.getLogger("ray.serve")  # the replica's own log, as Serve writes it
 
@@ -133,15 +134,20 @@ class ChatModel(EngineDeployment):
         """A ``PromptInfo``, the reply's text pieces as the model generates them (``Working``
         while there is none for ``WORKING_EVERY_S``), a ``ReplyInfo``.
 
-        ``options``: a client's decoding options (``Sampling.with_options``).
+        ``options``: a client's decoding options (``Sampling.with_options``), and ``stop``:
+        sequences that end the reply before them (``serving.stop_sequences``).
         """
         sampling = self.sampling.with_options(options)
+        stops = StopSequences((options or {}).get("stop") or ())
         prompt, info = self.build_inputs(history, message)
         if info.history_dropped or info.message_truncated:
             logger.info("Prompt cut to fit the model's context: %s", info)
         yield info
         usage = Usage()
-        pieces = paced(self.engine.stream(prompt, sampling, usage), self.interval)
+        pieces = self.engine.stream(prompt, sampling, usage)
+        if stops.sequences:
+            pieces = stops.cut(pieces)
+        pieces = paced(pieces, self.interval)
         # Queued behind other replies, the engine may say nothing for a long while: the router
         # must not take that for a replica that died.
         pieces = kept_alive(pieces, WORKING_EVERY_S, WORKING)
@@ -152,5 +158,5 @@ class ChatModel(EngineDeployment):
                     yield piece
         finally:
             self.replies -= 1
-        limit = sampling.max_new_tokens
-        yield ReplyInfo(usage.tokens, "length" if usage.tokens >= limit else "stop")
+        ended_by_length = usage.tokens >= sampling.max_new_tokens and not stops.matched
+        yield ReplyInfo(usage.tokens, "length" if ended_by_length else "stop")

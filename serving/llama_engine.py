@@ -173,15 +173,21 @@ class LlamaCppEngine:
         cancelled = threading.Event()
         counted = [0, 0]  # tokens seen by the callback, tokens the server reported at the end
 
+        def post(item: str | BaseException | None) -> None:
+            try:
+                loop.call_soon_threadsafe(pieces.put_nowait, item)
+            except RuntimeError:  # the loop has closed: its reader left first, nobody reads
+                cancelled.set()
+
         def on_chunk(chunk: dict[str, Any]) -> bool:
             if "error" in chunk:
-                loop.call_soon_threadsafe(pieces.put_nowait, _as_error(chunk["error"]))
+                post(_as_error(chunk["error"]))
                 return True
             choice = (chunk.get("choices") or [{}])[0]
             if text := choice.get("text"):
                 counted[0] += 1
                 self.stats.add(steps=1)  # tokens out: the health check's sign of life
-                loop.call_soon_threadsafe(pieces.put_nowait, text)
+                post(text)
             if reported := chunk.get("usage"):
                 counted[1] = reported.get("completion_tokens", 0)
                 details = reported.get("prompt_tokens_details") or {}
@@ -194,10 +200,10 @@ class LlamaCppEngine:
                 request = self._request(prompt, sampling, stop_at_newline)
                 self.server.handle_completions(request, on_chunk)
             except BaseException as exc:  # handed to the consumer, never lost in the thread
-                loop.call_soon_threadsafe(pieces.put_nowait, exc)
+                post(exc)
             finally:
                 self.stats.add(active=-1)
-                loop.call_soon_threadsafe(pieces.put_nowait, None)
+                post(None)
 
         # A thread per request, not the loop's small default pool: requests past the slots wait
         # in llama.cpp's own queue, and none may starve the others' threads.

@@ -13,7 +13,7 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from serving.errors import ChatServiceError, InvalidRequestError, ModelNotFoundError
 from serving.protocol import read_json
@@ -39,8 +39,20 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+class ResponseFormat(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    type: str
+
+
+STOP_SEQUENCES = 4  # at most, as OpenAI's API takes
+STOP_SEQUENCE_CHARS = 256  # each: the replica looks for them after every token
+
+
 class CompletionRequest(BaseModel):
-    """The fields this service acts on; other OpenAI options are accepted and ignored."""
+    """The fields this service acts on or refuses. Other OpenAI options (``seed``, the
+    penalties, ``logit_bias``, ``user``) are accepted and ignored: the service's own sampling
+    settings apply (README, "OpenAI-compatible API")."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -53,7 +65,24 @@ class CompletionRequest(BaseModel):
     max_completion_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
+    stop: str | list[str] | None = None
     tools: list[Any] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    response_format: ResponseFormat | None = None
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _text_or_texts(cls, value: Any) -> Any:
+        texts = isinstance(value, list) and all(isinstance(item, str) for item in value)
+        if value is None or isinstance(value, str) or texts:
+            return value
+        raise ValueError("give a string or a list of strings")
+
+    @property
+    def stop_sequences(self) -> list[str]:
+        stop = [self.stop] if isinstance(self.stop, str) else self.stop or []
+        return [sequence for sequence in stop if sequence]
 
 
 def parse_completion_request(
@@ -68,7 +97,8 @@ def parse_completion_request(
     except ValidationError as exc:
         item = exc.errors()[0]
         where = ".".join(str(part) for part in item["loc"]) or "request"
-        problem = "is missing" if item["type"] == "missing" else f"is not valid: {item['msg']}"
+        message = item["msg"].removeprefix("Value error, ")
+        problem = "is missing" if item["type"] == "missing" else f"is not valid: {message}"
         raise InvalidRequestError(f"'{where}' {problem}.") from None
     if request.model != model_id:
         raise ModelNotFoundError(
@@ -79,6 +109,22 @@ def parse_completion_request(
         raise InvalidRequestError("Only one choice per request is supported: set n to 1.")
     if request.tools:
         raise InvalidRequestError("Tools (function calling) are not supported by this service.")
+    if request.logprobs or request.top_logprobs:
+        raise InvalidRequestError(
+            "Log probabilities are not supported by this service: leave out logprobs and "
+            "top_logprobs."
+        )
+    if request.response_format and request.response_format.type != "text":
+        raise InvalidRequestError(
+            f"Only text replies are supported, not {request.response_format.type!r}: leave out "
+            "response_format, or set its type to 'text'."
+        )
+    if len(request.stop_sequences) > STOP_SEQUENCES:
+        raise InvalidRequestError(f"'stop' takes at most {STOP_SEQUENCES} sequences.")
+    if any(len(sequence) > STOP_SEQUENCE_CHARS for sequence in request.stop_sequences):
+        raise InvalidRequestError(
+            f"Each 'stop' sequence may have at most {STOP_SEQUENCE_CHARS} characters."
+        )
     return request
 
 
@@ -111,7 +157,10 @@ def split_conversation(request: CompletionRequest) -> tuple[list[dict[str, str]]
 
 
 def generation_options(request: CompletionRequest) -> dict[str, Any]:
-    """What the client asked of the chat model's decoding (capped by the service's config)."""
+    """What the client asked of the chat model's decoding (capped by the service's config).
+
+    ``stop`` ends the model's English reply before the first sequence it writes: on a
+    translated turn, the reply is the translation of the text before it."""
     options: dict[str, Any] = {}
     if limit := request.max_completion_tokens or request.max_tokens:
         options["max_new_tokens"] = limit
@@ -119,6 +168,8 @@ def generation_options(request: CompletionRequest) -> dict[str, Any]:
         options["temperature"] = request.temperature
     if request.top_p is not None:
         options["top_p"] = request.top_p
+    if stop := request.stop_sequences:
+        options["stop"] = stop
     return options
 
 

@@ -60,6 +60,37 @@ def test_causal_chat_streams_several_pieces(tiny_chat_source: Path):
     assert "".join(pieces).strip()
 
 
+def test_a_stop_sequence_ends_the_reply_before_it_and_stops_the_engine(tiny_chat_source: Path):
+    """Greedy, the same message gives the same reply: asked again with a stop sequence taken
+    from its middle, the reply is what came before it, and the engine wrote fewer tokens."""
+    model = ChatModel(
+        ChatSettings(
+            model=ModelSpec(source=str(tiny_chat_source)),
+            generation=GenerationSettings(max_new_tokens=40, min_new_tokens=40),
+        )
+    )
+
+    async def reply(options: dict) -> tuple[str, ReplyInfo]:
+        items = [item async for item in model.stream([], "Tell me about cats.", options)]
+        return "".join(item for item in items if isinstance(item, str)), items[-1]
+
+    whole, end = asyncio.run(reply({"temperature": 0}))
+    assert end == ReplyInfo(40, "length")
+    stop = whole[len(whole) // 2 :][:3]
+    cut, end = asyncio.run(reply({"temperature": 0, "stop": ["never written", stop]}))
+    assert cut == whole[: whole.index(stop)]
+    assert end.finish_reason == "stop" and end.completion_tokens < 40  # the engine stopped
+    # Reached with the last token the reply may have, it still ends the reply: "stop".
+    size = next(n for n in range(1, len(whole) + 1) if whole.find(whole[-n:]) == len(whole) - n)
+    cut, end = asyncio.run(reply({"temperature": 0, "stop": [whole[-size:]]}))
+    assert cut == whole[:-size] and end == ReplyInfo(40, "stop")
+    # A sequence the reply never writes changes nothing.
+    assert asyncio.run(reply({"temperature": 0, "stop": ["never written"]})) == (
+        whole,
+        ReplyInfo(40, "length"),
+    )
+
+
 def test_a_reply_slow_to_start_says_it_is_working_until_its_first_text(
     tiny_chat_source: Path, monkeypatch: pytest.MonkeyPatch
 ):

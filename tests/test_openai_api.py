@@ -58,6 +58,12 @@ def test_a_conversation_splits_into_history_and_the_new_message():
         (_request(n=3), InvalidRequestError, "n to 1"),
         (_request(tools=[{"type": "function"}]), InvalidRequestError, "Tools"),
         (_request(temperature=5), InvalidRequestError, "'temperature'"),
+        (_request(logprobs=True), InvalidRequestError, "Log probabilities"),
+        (_request(top_logprobs=2), InvalidRequestError, "Log probabilities"),
+        (_request(response_format={"type": "json_object"}), InvalidRequestError, "'json_object'"),
+        (_request(stop=["a", "b", "c", "d", "e"]), InvalidRequestError, "at most 4"),
+        (_request(stop=["x" * 257]), InvalidRequestError, "at most 256 characters"),
+        (_request(stop=7), InvalidRequestError, "'stop' is not valid: give a string"),
         (_request(messages=[]), InvalidRequestError, "'messages'"),
         (
             _request(messages=[{"role": "robot", "content": "x"}]),
@@ -96,6 +102,12 @@ def test_decoding_options_map_to_generate():
     newer = parse_completion_request(_request(max_completion_tokens=5, max_tokens=9), MODEL)
     assert generation_options(newer) == {"max_new_tokens": 5}
     assert generation_options(parse_completion_request(_request(), MODEL)) == {}
+    one = parse_completion_request(_request(stop="\n", logprobs=False), MODEL)
+    assert generation_options(one) == {"stop": ["\n"]}
+    several = parse_completion_request(_request(stop=["User:", "", "END"]), MODEL)
+    assert generation_options(several) == {"stop": ["User:", "END"]}
+    plain = _request(stop=None, response_format={"type": "text"}, seed=3, user="me")
+    assert generation_options(parse_completion_request(plain, MODEL)) == {}
 
 
 def test_responses_have_openai_shapes():
@@ -142,6 +154,27 @@ def test_max_tokens_caps_the_reply(tiny_app: str):
         temperature=0,
     )
     assert answer.usage.completion_tokens <= 2 and answer.choices[0].finish_reason == "length"
+
+
+def test_a_stop_sequence_ends_the_reply_before_it(long_app: str):
+    """The long graph's model cannot end a reply on its own: only the stop sequence ends it,
+    whole or streamed, before the sequence and far short of max_tokens."""
+    client = openai.OpenAI(base_url=f"{long_app}/api/v1", api_key="x", max_retries=0)
+    ask = {"model": MODEL, "messages": [{"role": "user", "content": "Hello there"}]}
+    whole = client.chat.completions.create(**ask, max_tokens=60, temperature=0)
+    text = whole.choices[0].message.content
+    assert whole.choices[0].finish_reason == "length" and len(text) > 20
+    stop = text[len(text) // 2 :][:3]
+    expected = text[: text.index(stop)].strip()
+    cut = client.chat.completions.create(**ask, max_tokens=60, temperature=0, stop=[stop])
+    assert cut.choices[0].message.content == expected
+    assert cut.choices[0].finish_reason == "stop" and cut.usage.completion_tokens < 60
+    chunks = list(
+        client.chat.completions.create(**ask, max_tokens=60, temperature=0, stop=stop, stream=True)
+    )
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed.strip() == expected
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
 
 
 def test_a_french_conversation_streams_translated_and_its_history_is_translated_once(
