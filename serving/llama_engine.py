@@ -150,6 +150,9 @@ class LlamaCppEngine:
             "repeat_penalty": sampling.repetition_penalty,
             # llama.cpp has no lower bound on length: a request that asks for one runs to its cap.
             "ignore_eos": sampling.min_new_tokens > 0,
+            # Each piece then says how many tokens were decoded so far: the server sends no
+            # piece for a token that ends inside a character, so counting pieces falls short.
+            "timings_per_token": True,
         }
         if sampling.do_sample:  # transformers' defaults: top-k 50, no min-p
             request.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=50)
@@ -171,7 +174,7 @@ class LlamaCppEngine:
         loop = asyncio.get_running_loop()
         pieces: asyncio.Queue[str | BaseException | None] = asyncio.Queue()
         cancelled = threading.Event()
-        counted = [0, 0]  # tokens seen by the callback, tokens the server reported at the end
+        decoded = [0]  # tokens decoded so far, as the server counts them
 
         def post(item: str | BaseException | None) -> None:
             try:
@@ -184,12 +187,16 @@ class LlamaCppEngine:
                 post(_as_error(chunk["error"]))
                 return True
             choice = (chunk.get("choices") or [{}])[0]
-            if text := choice.get("text"):
-                counted[0] += 1
-                self.stats.add(steps=1)  # tokens out: the health check's sign of life
-                post(text)
+            # Counted before the text goes out: a caller that stops at this text reads it.
+            count = (chunk.get("timings") or {}).get("predicted_n", decoded[0])
             if reported := chunk.get("usage"):
-                counted[1] = reported.get("completion_tokens", 0)
+                count = max(count, reported.get("completion_tokens", 0))
+            if count > decoded[0]:
+                self.stats.add(steps=count - decoded[0])  # the health check's sign of life
+                decoded[0] = count
+            if text := choice.get("text"):
+                post(text)
+            if reported:
                 details = reported.get("prompt_tokens_details") or {}
                 usage.cached_tokens = details.get("cached_tokens", 0)
             return cancelled.is_set()  # True ends this request within a token
@@ -216,7 +223,7 @@ class LlamaCppEngine:
                 yield piece
         finally:
             cancelled.set()
-            usage.tokens = max(counted)
+            usage.tokens = decoded[0]
 
     @property
     def kept_prompts(self) -> int:

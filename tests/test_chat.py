@@ -80,6 +80,9 @@ def test_a_stop_sequence_ends_the_reply_before_it_and_stops_the_engine(tiny_chat
     cut, end = asyncio.run(reply({"temperature": 0, "stop": ["never written", stop]}))
     assert cut == whole[: whole.index(stop)]
     assert end.finish_reason == "stop" and end.completion_tokens < 40  # the engine stopped
+    # Its usage counts every token it wrote: as many, greedy, write the sequence again.
+    written, _ = asyncio.run(reply({"temperature": 0, "max_new_tokens": end.completion_tokens}))
+    assert written.startswith(cut) and stop in written
     # Reached with the last token the reply may have, it still ends the reply: "stop".
     size = next(n for n in range(1, len(whole) + 1) if whole.find(whole[-n:]) == len(whole) - n)
     cut, end = asyncio.run(reply({"temperature": 0, "stop": [whole[-size:]]}))
