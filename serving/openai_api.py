@@ -100,11 +100,7 @@ def parse_completion_request(
         message = item["msg"].removeprefix("Value error, ")
         problem = "is missing" if item["type"] == "missing" else f"is not valid: {message}"
         raise InvalidRequestError(f"'{where}' {problem}.") from None
-    if request.model != model_id:
-        raise ModelNotFoundError(
-            f"The model {request.model!r} does not exist here: use {model_id!r} "
-            "(GET /v1/models lists it)."
-        )
+    check_model(request.model, model_id)
     if request.n != 1:
         raise InvalidRequestError("Only one choice per request is supported: set n to 1.")
     if request.tools:
@@ -207,11 +203,19 @@ class Completion:
         return {**self._base("chat.completion.chunk"), "choices": [], "usage": usage}
 
 
+def check_model(asked: str, model_id: str) -> None:
+    if asked != model_id:
+        raise ModelNotFoundError(
+            f"The model {asked!r} does not exist here: use {model_id!r} (GET /v1/models lists it)."
+        )
+
+
+def model_card(model_id: str, created: int) -> dict[str, Any]:
+    return {"id": model_id, "object": "model", "created": created, "owned_by": "polyglot"}
+
+
 def model_list(model_id: str, created: int) -> dict[str, Any]:
-    return {
-        "object": "list",
-        "data": [{"id": model_id, "object": "model", "created": created, "owned_by": "polyglot"}],
-    }
+    return {"object": "list", "data": [model_card(model_id, created)]}
 
 
 def error_body(error: ChatServiceError) -> dict[str, Any]:

@@ -36,8 +36,10 @@ from serving.metrics import ChatMetrics
 from serving.model_handles import ServeModels
 from serving.openai_api import (
     Completion,
+    check_model,
     error_body,
     generation_options,
+    model_card,
     model_list,
     parse_completion_request,
     split_conversation,
@@ -203,6 +205,16 @@ class Router:
         except UnauthorizedError as exc:
             return self._refusal(exc, "openai")
         return JSONResponse(model_list(self.settings.model_name, self.started))
+
+    @api.get("/v1/models/{model:path}")
+    async def openai_model(self, model: str, request: Request) -> JSONResponse:
+        """OpenAI-compatible: the model by its id (``client.models.retrieve``), else 404."""
+        try:
+            self._check_token(request)
+            check_model(model, self.settings.model_name)
+        except Exception as exc:
+            return self._refusal(exc, "openai")
+        return JSONResponse(model_card(self.settings.model_name, self.started))
 
     @api.post("/v1/chat/completions")
     async def openai_chat(self, request: Request):

@@ -136,6 +136,10 @@ def _client(base_url: str) -> openai.OpenAI:
 def test_the_openai_client_lists_the_model_and_gets_a_whole_answer(tiny_app: str):
     client = _client(tiny_app)
     assert [model.id for model in client.models.list()] == [MODEL]
+    assert client.models.retrieve(MODEL).id == MODEL
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.models.retrieve("meta-llama/Llama-3-8B")
+    assert missing.value.body["code"] == "model_not_found"
     answer = client.chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": "Hello, how are you today?"}]
     )
