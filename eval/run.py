@@ -6,6 +6,8 @@ both ways with the offline profile's translator (Gemma 3 270M on llama.cpp, prom
 language's own few-shot examples, as the service prompts it) and reports:
 - chrF (sacrebleu) of X->English and English->X against the references;
 - the share of English->X outputs that lingua reads as X (a reply in the user's language);
+- the share of the chat model's own list items (eval/pairs/list_items.txt), English->X, whose
+  text after the title lingua reads as English (an item the translator copied);
 - the service's detector on short messages: the first 1, 2, 3 and 5 words of each sentence,
   and the whole sentence (which min_confidence sends to English, which it takes for another);
 - the same detector on the sentences of eval/pairs/unserved.tsv, in the languages it knows
@@ -34,7 +36,7 @@ from serving.config import load_config  # noqa: E402
 from serving.detect import LanguageDetector  # noqa: E402
 from serving.engine import Sampling, load_engine  # noqa: E402
 from serving.languages import known_languages, language  # noqa: E402
-from serving.translate import Translator  # noqa: E402
+from serving.translate import Parts, Translator  # noqa: E402
 
 CHRF_MARGIN = 10  # points of X->English chrF below French's that a language may be
 IN_LANGUAGE_SHARE = 0.95  # of English->X outputs that must come back in X
@@ -45,6 +47,16 @@ def read_pairs(code: str, limit: int | None) -> list[tuple[str, str]]:
     lines = (HERE / "pairs" / f"{code}.tsv").read_text(encoding="utf-8").splitlines()[1:]
     pairs = [tuple(line.split("\t")) for line in lines if line.strip()]
     return pairs[:limit] if limit else pairs
+
+
+def read_list_items() -> list[str]:
+    """English list items that have a title (``eval/pairs/README.md``)."""
+    lines = (HERE / "pairs" / "list_items.txt").read_text(encoding="utf-8").splitlines()
+    return [line for line in lines if (parts := Parts.of(line)).titles and _words(parts) >= 4]
+
+
+def _words(parts: Parts) -> int:
+    return len(parts.text.split())
 
 
 def read_unserved() -> dict[str, list[str]]:
@@ -124,6 +136,7 @@ async def evaluate(args: argparse.Namespace) -> dict:
     detector = LanguageDetector(config.detector, served=known_languages())
 
     translator = Translator(settings, args.languages, engine=lambda *_: engine)  # as served
+    list_items = read_list_items()[: args.limit]
 
     results = {}
     for code in args.languages:
@@ -137,12 +150,15 @@ async def evaluate(args: argparse.Namespace) -> dict:
         in_language = [
             found is not None and found.iso_code_639_1.name.lower() == code for found in read_as
         ]
+        items = await translate_all(translator, list_items, "en", code, args.at_once)
+        copied = [_reads_as_english(judge, Parts.of(item).text) for item in items]
         results[code] = {
             "name": spec_.name,
             "pairs": len(pairs),
             "chrf_to_english": round(sacrebleu.corpus_chrf(hyp_en, [english]).score, 1),
             "chrf_from_english": round(sacrebleu.corpus_chrf(hyp_xx, [sources]).score, 1),
             "in_language": round(statistics.fmean(in_language), 3),
+            "list_items_in_english": round(statistics.fmean(copied), 3) if copied else None,
             "seconds": round(time.monotonic() - clock, 1),
             "detector": detection(detector, code, sources),
             "samples": [
@@ -173,22 +189,34 @@ async def evaluate(args: argparse.Namespace) -> dict:
         "translator": spec.source,
         "rules": {"chrf_margin": CHRF_MARGIN, "in_language_share": IN_LANGUAGE_SHARE},
         "languages": results,
+        "list_items": len(list_items),
         "unserved": unserved,
     }
 
 
+def _reads_as_english(judge, text: str) -> bool:
+    found = judge.detect_language_of(text)
+    return found is not None and found.iso_code_639_1.name.lower() == "en"
+
+
 def table(report: dict) -> str:
     lines = [
-        "| language | X→English chrF | English→X chrF | replies in X | offline | why not |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| language | X→English chrF | English→X chrF | replies in X | list items left in "
+        "English | offline | why not |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for code, row in report["languages"].items():
+        copied = row.get("list_items_in_english")
         lines.append(
             f"| {row['name']} ({code}) | {row['chrf_to_english']} | {row['chrf_from_english']} "
-            f"| {row['in_language']:.0%} | {'yes' if row['qualifies'] else 'no'} "
-            f"| {'; '.join(row['misses'])} |"
+            f"| {row['in_language']:.0%} | {'' if copied is None else f'{copied:.0%}'} "
+            f"| {'yes' if row['qualifies'] else 'no'} | {'; '.join(row['misses'])} |"
         )
     lines += [
+        "",
+        f"List items: the {report.get('list_items', 0)} titled items of "
+        "`eval/pairs/list_items.txt` (the offline chat model's own), English→X; share whose "
+        "text after the title lingua reads as English.",
         "",
         "The detector with every language above served (`detector` settings as configured): "
         "share of messages of 1, 2, 3, 5 words and whole sentences that it reads right, takes "

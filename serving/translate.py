@@ -29,6 +29,41 @@ from serving.sentences import Sentences, separator_after, split_sentences
 
 # A list marker or heading at the start of a sentence: kept as is, not sent to the model.
 _MARKER = re.compile(r"^\s*(?:\d+[.)]|[-*•]|#+)\s+")
+# Where a list item's title ends and its text starts: "1. **Rome**: The Eternal City...",
+# "2. "Emma" by Jane Austen - A witty novel...".
+_TITLE_END = re.compile(r"(?::|\s[-–—])\s+")
+TITLE_WORDS = 10  # at most: past them, a colon or a dash is inside the text itself
+
+
+@dataclass(frozen=True)
+class Parts:
+    """A sentence as the translator sends it to a few-shot model: its list marker (kept as
+    it is), its titles with the separator after each (translated one by one), its text."""
+
+    marker: str
+    titles: list[tuple[str, str]]
+    text: str
+
+    @classmethod
+    def of(cls, sentence: str) -> Parts:
+        marker = _MARKER.match(sentence)
+        text = sentence[marker.end() :] if marker else sentence
+        text = text.replace("**", "").strip()  # markdown emphasis confuses small models
+        titles: list[tuple[str, str]] = []
+        # A few-shot model copies a list item whole, in English, about one time in six when
+        # it starts with a name or a title (README, "Languages"): titles and text go apart.
+        while marker and (title := _TITLE_END.search(text)):
+            if title.start() == 0 or len(text[: title.start()].split()) > TITLE_WORDS:
+                break
+            separator = title.group(0).replace("\n", " ").rstrip() + " "
+            titles.append((text[: title.start()], separator))
+            text = text[title.end() :]
+        return cls(marker.group(0).strip() if marker else "", titles, text)
+
+    def whole(self) -> str:
+        """Titles and text together, as a seq2seq model reads an item."""
+        return "".join(title + separator for title, separator in self.titles) + self.text
+
 
 logger = logging.getLogger("ray.serve")  # the replica's own log, as Serve writes it
 
@@ -141,12 +176,28 @@ class Translator(EngineDeployment):
                 yield piece
 
     async def _sentence(self, route: Route, sentence: str) -> AsyncIterator[str]:
+        parts = Parts.of(sentence)
+        if parts.marker:
+            yield parts.marker + " "
+        if route.engine.is_encoder_decoder:  # a seq2seq model copies nothing: one call
+            parts = Parts(parts.marker, [], parts.whole())
+        for title, separator in parts.titles:
+            yield await self._title(route, title)
+            yield separator
+        async for piece in self._text(route, parts.text):
+            yield piece
+
+    async def _title(self, route: Route, title: str) -> str:
+        """A list item's title, translated whole (it is short). One word stays as it is: a
+        name ("Rome"), or a word that a small model alone turns into a sentence of its own."""
+        if len(title.split()) == 1:
+            return title.strip()
+        text = "".join([piece async for piece in self._text(route, title)]).strip()
+        return text if title.rstrip().endswith(".") else text.rstrip(".")  # one it added
+
+    async def _text(self, route: Route, sentence: str) -> AsyncIterator[str]:
         engine = route.engine
-        marker = _MARKER.match(sentence)
-        if marker:
-            yield marker.group(0).strip() + " "
-            sentence = sentence[marker.end() :]
-        sentence = sentence.replace("**", "").strip()  # markdown emphasis confuses small models
+        sentence = sentence.strip()
         if not sentence:
             return
         prompt = self._prompt(route, sentence)

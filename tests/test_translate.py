@@ -98,6 +98,56 @@ def test_a_message_is_cut_with_its_own_language_s_rules(tiny_chat_source: Path):
     assert cut == ["Wir treffen uns am 3. Oktober, z.B. im Park.", "Bis dann!"]
 
 
+@pytest.mark.parametrize(
+    ("sentence", "asked", "translated"),
+    [
+        (  # a list item's titles and its text go to the model apart; one word stays
+            '2. **The Matrix** 2: "Reloaded" - A film about a hacker who finds the truth.',
+            ["The Matrix 2", "A film about a hacker who finds the truth."],
+            '2. <1>: "Reloaded" - <2>.',
+        ),
+        (  # past TITLE_WORDS, the colon is inside the text
+            "1. Go to bed at the same time each night and get up early too: it helps.",
+            ["Go to bed at the same time each night and get up early too: it helps."],
+            "1. <1>.",
+        ),
+        (  # not a list item: one sentence
+            "Here is the plan: rest, then eat.",
+            ["Here is the plan: rest, then eat."],
+            "<1>.",
+        ),
+    ],
+)
+def test_a_list_item_s_titles_are_translated_apart_from_its_text(
+    tiny_chat_source: Path, sentence: str, asked: list[str], translated: str
+):
+    """A few-shot model copies such items whole, in English (README, "Languages"). A model
+    that ends a title with a full stop of its own does not keep it."""
+    model = translator(tiny_chat_source, ["de"])
+    sent: list[str] = []
+
+    async def model_text(route, text: str):
+        sent.append(text)
+        yield f"<{len(sent)}>."
+
+    model._text = model_text
+    assert asyncio.run(model.translate(sentence, "en", "de")) == translated
+    assert sent == asked
+
+
+def test_a_seq2seq_model_gets_a_list_item_whole(tiny_seq2seq: Path):
+    model = translator(tiny_seq2seq)
+    sent: list[str] = []
+
+    async def translated(route, text: str):
+        sent.append(text)
+        yield text
+
+    model._text = translated
+    asyncio.run(model.translate("1. Rome: The Eternal City.", "en", "fr"))
+    assert sent == ["Rome: The Eternal City."]
+
+
 def test_causal_translation_streams_one_line_per_sentence(tiny_chat_source: Path):
     model = translator(tiny_chat_source)
 
