@@ -41,7 +41,7 @@ class Parts:
     it is), its titles with the separator after each (translated one by one), its text."""
 
     marker: str
-    titles: list[tuple[str, str]]
+    titles: tuple[tuple[str, str], ...]
     text: str
 
     @classmethod
@@ -58,7 +58,7 @@ class Parts:
             separator = title.group(0).replace("\n", " ").rstrip() + " "
             titles.append((text[: title.start()], separator))
             text = text[title.end() :]
-        return cls(marker.group(0).strip() if marker else "", titles, text)
+        return cls(marker.group(0).strip() if marker else "", tuple(titles), text)
 
     def whole(self) -> str:
         """Titles and text together, as a seq2seq model reads an item."""
@@ -179,8 +179,8 @@ class Translator(EngineDeployment):
         parts = Parts.of(sentence)
         if parts.marker:
             yield parts.marker + " "
-        if route.engine.is_encoder_decoder:  # a seq2seq model copies nothing: one call
-            parts = Parts(parts.marker, [], parts.whole())
+        if route.engine.is_encoder_decoder:  # not prompted few-shot: the item whole, as before
+            parts = Parts(parts.marker, (), parts.whole())
         for title, separator in parts.titles:
             yield await self._title(route, title)
             yield separator
