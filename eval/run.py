@@ -52,11 +52,7 @@ def read_pairs(code: str, limit: int | None) -> list[tuple[str, str]]:
 def read_list_items() -> list[str]:
     """English list items that have a title (``eval/pairs/README.md``)."""
     lines = (HERE / "pairs" / "list_items.txt").read_text(encoding="utf-8").splitlines()
-    return [line for line in lines if (parts := Parts.of(line)).titles and _words(parts) >= 4]
-
-
-def _words(parts: Parts) -> int:
-    return len(parts.text.split())
+    return [line for line in lines if (p := Parts.of(line)).titles and len(p.text.split()) >= 4]
 
 
 def read_unserved() -> dict[str, list[str]]:
@@ -146,12 +142,9 @@ async def evaluate(args: argparse.Namespace) -> dict:
         clock = time.monotonic()
         hyp_en = await translate_all(translator, sources, code, "en", args.at_once)
         hyp_xx = await translate_all(translator, english, "en", code, args.at_once)
-        read_as = [judge.detect_language_of(text) for text in hyp_xx]
-        in_language = [
-            found is not None and found.iso_code_639_1.name.lower() == code for found in read_as
-        ]
+        in_language = [_reads_as(judge, text, code) for text in hyp_xx]
         items = await translate_all(translator, list_items, "en", code, args.at_once)
-        copied = [_reads_as_english(judge, Parts.of(item).text) for item in items]
+        copied = [_reads_as(judge, Parts.of(item).text, "en") for item in items]
         results[code] = {
             "name": spec_.name,
             "pairs": len(pairs),
@@ -194,9 +187,10 @@ async def evaluate(args: argparse.Namespace) -> dict:
     }
 
 
-def _reads_as_english(judge, text: str) -> bool:
+def _reads_as(judge, text: str, code: str) -> bool:
+    """Whether lingua (``judge``) reads ``text`` as the language ``code``."""
     found = judge.detect_language_of(text)
-    return found is not None and found.iso_code_639_1.name.lower() == "en"
+    return found is not None and found.iso_code_639_1.name.lower() == code
 
 
 def table(report: dict) -> str:

@@ -45,24 +45,22 @@ class Parts:
     text: str
 
     @classmethod
-    def of(cls, sentence: str) -> Parts:
+    def of(cls, sentence: str, titles_apart: bool = True) -> Parts:
+        """``titles_apart``: False keeps the titles in the text (a seq2seq model, which is
+        not prompted few-shot, reads the item whole)."""
         marker = _MARKER.match(sentence)
         text = sentence[marker.end() :] if marker else sentence
         text = text.replace("**", "").strip()  # markdown emphasis confuses small models
         titles: list[tuple[str, str]] = []
         # A few-shot model copies a list item whole, in English, about one time in six when
         # it starts with a name or a title (README, "Languages"): titles and text go apart.
-        while marker and (title := _TITLE_END.search(text)):
+        while marker and titles_apart and (title := _TITLE_END.search(text)):
             if title.start() == 0 or len(text[: title.start()].split()) > TITLE_WORDS:
                 break
             separator = title.group(0).replace("\n", " ").rstrip() + " "
             titles.append((text[: title.start()], separator))
             text = text[title.end() :]
         return cls(marker.group(0).strip() if marker else "", tuple(titles), text)
-
-    def whole(self) -> str:
-        """Titles and text together, as a seq2seq model reads an item."""
-        return "".join(title + separator for title, separator in self.titles) + self.text
 
 
 logger = logging.getLogger("ray.serve")  # the replica's own log, as Serve writes it
@@ -176,11 +174,9 @@ class Translator(EngineDeployment):
                 yield piece
 
     async def _sentence(self, route: Route, sentence: str) -> AsyncIterator[str]:
-        parts = Parts.of(sentence)
+        parts = Parts.of(sentence, titles_apart=not route.engine.is_encoder_decoder)
         if parts.marker:
             yield parts.marker + " "
-        if route.engine.is_encoder_decoder:  # not prompted few-shot: the item whole, as before
-            parts = Parts(parts.marker, (), parts.whole())
         for title, separator in parts.titles:
             yield await self._title(route, title)
             yield separator
