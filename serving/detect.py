@@ -3,7 +3,8 @@
 It knows more languages than the service speaks, so that a language the service does not
 serve is never taken for one it does: a German message is German, not "not English, so
 French". A message in a language that is not served, or too short or mixed to tell, is
-read as English (not translated), and the detection says why.
+read as English (not translated), and the detection says why. Code blocks are left out: the
+words around them tell the language.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from serving.config import DetectorSettings
 from serving.events import Detection
 from serving.languages import language
 from serving.native_memory import limit_arenas, release_free_memory
+from serving.sentences import without_code
 
 ENGLISH = "en"
 
@@ -48,6 +50,9 @@ class LanguageDetector:
         release_free_memory()  # what decoding the model files left behind
 
     def read(self, text: str) -> Detection:
+        if not (prose := without_code(text)) and text.strip():
+            return Detection(ENGLISH)  # code alone: the model reads it as it is, no note
+        text = prose
         values = self._lingua.compute_language_confidence_values(text)
         if not values:
             return Detection(ENGLISH, reason="unsure")

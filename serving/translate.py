@@ -25,7 +25,7 @@ from serving.events import WORKING, WORKING_EVERY_S, Working
 from serving.languages import ENGLISH, language
 from serving.model_config import ModelSpec
 from serving.pacing import kept_alive
-from serving.sentences import Sentences, separator_after, split_sentences
+from serving.sentences import Sentences, Verbatim, separator_after, split_sentences
 
 # A list marker or heading at the start of a sentence: kept as is, not sent to the model.
 _MARKER = re.compile(r"^\s*(?:\d+[.)]|[-*•]|#+)\s+")
@@ -218,15 +218,19 @@ class Translator(EngineDeployment):
                     yield piece
 
     async def stream(self, text: str, source: str, target: str) -> AsyncIterator[str]:
-        """A whole text's translation as it is generated, one sentence after another."""
+        """A whole text's translation as it is generated, one sentence after another; code
+        blocks stay as they are."""
         route = self.route(source, target)
         previous = None
-        for sentence in split_sentences(text, route.source_rules):
+        for segment in split_sentences(text, route.source_rules):
             if previous is not None:
                 yield separator_after(previous)
-            async for piece in self._sentence(route, sentence):
-                yield piece
-            previous = sentence
+            if isinstance(segment, Verbatim):  # code, as it was written
+                yield segment.text
+            else:
+                async for piece in self._sentence(route, segment):
+                    yield piece
+            previous = segment
 
     async def translate(self, text: str, source: str, target: str) -> str:
         """``text`` in ``source`` (a language code) translated to ``target``, whole."""

@@ -29,7 +29,7 @@ from serving.events import (
 )
 from serving.languages import ENGLISH
 from serving.protocol import ChatRequest, HistoryEntry
-from serving.sentences import SentenceBuffer, separator_after
+from serving.sentences import Segment, SentenceBuffer, Verbatim, separator_after
 
 T = TypeVar("T", covariant=True)
 
@@ -119,9 +119,10 @@ async def within(stream: AsyncIterator[Any], seconds: float) -> AsyncIterator[An
         yield item
 
 
-def english_separator(previous: str) -> str:
-    """Between two English sentences as the chat model wrote them (a line end is kept)."""
-    return "" if previous.endswith("\n") else " "
+def english_separator(previous: Segment) -> str:
+    """Between two English segments as the chat model wrote them (a line end is kept, and
+    code carries its own)."""
+    return "" if isinstance(previous, Verbatim) or previous.endswith("\n") else " "
 
 
 class TurnPipeline:
@@ -245,11 +246,12 @@ class TurnPipeline:
         self, english: AsyncIterator[str], sink: list[str], language: str
     ) -> AsyncIterator[DeltaEvent]:
         """Translate each English sentence once it closes, while the chat model keeps going.
+        Code is passed on as the model writes it, never translated.
 
         The first delta of each sentence also carries that sentence in English (``text_en``), so
         a client that stops mid-reply still knows what the model said up to there.
         """
-        sentences: asyncio.Queue[str | BaseException | None] = asyncio.Queue()
+        sentences: asyncio.Queue[Segment | BaseException | None] = asyncio.Queue()
 
         async def cut() -> None:
             buffer = SentenceBuffer(self.settings.max_sentence_chars)
@@ -270,8 +272,13 @@ class TurnPipeline:
             while (item := await sentences.get()) is not None:
                 if isinstance(item, BaseException):
                     raise item
-                text_en = item if previous is None else english_separator(previous) + item
                 separator = "" if previous is None else separator_after(previous)
+                if isinstance(item, Verbatim):
+                    english = "" if previous is None else english_separator(previous)
+                    yield DeltaEvent(text=separator + item.text, text_en=english + item.text)
+                    previous = item
+                    continue
+                text_en = item if previous is None else english_separator(previous) + item
                 asked = time.monotonic()
                 translation = self.models.to_user(item, language)
                 try:

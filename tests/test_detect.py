@@ -8,6 +8,14 @@ from serving.config import DetectorSettings
 from serving.detect import LanguageDetector
 from serving.events import Detection
 
+CODE = """```python
+import numpy as np
+def compute_average(values):
+    total = sum(values)
+    return total / len(values)
+print(compute_average([]))
+```"""
+
 
 @pytest.fixture(scope="module")
 def detector() -> LanguageDetector:
@@ -30,6 +38,10 @@ def detector() -> LanguageDetector:
         # Too short to tell (below detector.min_confidence): English, and no guess named.
         ("merci", Detection("en", reason="unsure")),
         ("👍", Detection("en", reason="unsure")),
+        # Code is not read: the words around it tell the language, however long it is.
+        (f"Pourquoi ce code plante ?\n{CODE}", Detection("fr")),
+        (CODE, Detection("en")),  # nothing to translate, nothing to tell the person
+        ("", Detection("en", reason="unsure")),
     ],
 )
 def test_reads_served_english_unserved_and_unsure_messages(

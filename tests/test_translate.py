@@ -135,6 +135,21 @@ def test_a_list_item_s_titles_are_translated_apart_from_its_text(
     assert sent == asked
 
 
+def test_code_in_a_message_is_kept_as_written_and_not_sent_to_the_model(tiny_chat_source: Path):
+    model = translator(tiny_chat_source)
+    sent: list[str] = []
+
+    async def model_text(route, text: str):
+        sent.append(text)
+        yield f"<{len(sent)}>"
+
+    model._text = model_text
+    code = "```python\nif x:\n    print('Oui. Non.')\n```\n"
+    message = "Pourquoi ce code plante ?\n" + code + "\nMerci. Bonne journée."
+    assert asyncio.run(model.translate(message, "fr", "en")) == "<1>\n" + code + "\n<2> <3>"
+    assert sent == ["Pourquoi ce code plante ?", "Merci.", "Bonne journée."]
+
+
 def test_a_seq2seq_model_gets_a_list_item_whole(tiny_seq2seq: Path):
     model = translator(tiny_seq2seq)
     sent: list[str] = []

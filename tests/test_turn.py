@@ -155,7 +155,7 @@ class ScriptedModels:
     def to_user(self, sentence: str, language: str) -> ScriptedStream:
         self.calls.append(("to_user", sentence, language))
         own = {english: text for text, english in SERVED[language].items()}
-        words = own[sentence].split(" ")
+        words = own[sentence.strip()].split(" ")  # a sentence may end with its line break
         stream = ScriptedStream([words[0]] + [" " + word for word in words[1:]])
         self.streams.append(stream)
         return stream
@@ -263,6 +263,30 @@ def test_a_french_turn_is_translated_each_way_one_closed_sentence_at_a_time():
     ]
     assert ("translated", "fr-en") in recorder.seen
     assert recorder.seen.count(("translated", "en-fr")) == 3
+
+
+def test_code_in_a_translated_reply_streams_as_written_and_is_never_translated():
+    reply = [" I am fine.\n", "```py", "thon\nx = 1  # fine.", "\n```\n", "And you?"]
+    models = ScriptedModels(reply)
+    pipeline, recorder = _pipeline(models)
+    start, *deltas, done = _turn(pipeline, "Bonjour, comment vas-tu ?")
+
+    assert [call[1] for call in models.calls if call[0] == "to_user"] == [
+        "I am fine.\n",
+        "And you?",
+    ]
+    code = "```python\nx = 1  # fine.\n```\n"
+    assert done.reply == "Je vais bien.\n" + code + "Et toi ?"
+    assert "".join(d.text for d in deltas) == done.reply
+    # Piece by piece as the model wrote it, not held until the block closes.
+    assert [d.text for d in deltas if d.text_en and d.text_en in code] == [
+        "\n```py",
+        "thon\nx = 1  # fine.",
+        "\n```\n",
+    ]
+    assert "".join(d.text_en or "" for d in deltas) == done.reply_en
+    assert done.reply_en == "I am fine.\n" + code + "And you?"
+    assert recorder.seen.count(("translated", "en-fr")) == 2
 
 
 def test_a_third_language_goes_through_its_own_translations_and_metrics():
