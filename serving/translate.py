@@ -35,6 +35,20 @@ _TITLE_END = re.compile(r"(?::|\s[-–—])\s+")
 TITLE_WORDS = 10  # at most: past them, a colon or a dash is inside the text itself
 
 
+# Inline code (`x ** 2`): its characters are not markdown.
+_INLINE_CODE = re.compile(r"(`+).+?\1")
+
+
+def _without_emphasis(text: str) -> str:
+    """``text`` without markdown's bold marks, which confuse small models; inline code stays
+    as it is (a "**" there is an operator)."""
+    kept, start = [], 0
+    for code in _INLINE_CODE.finditer(text):
+        kept += [text[start : code.start()].replace("**", ""), code.group(0)]
+        start = code.end()
+    return "".join([*kept, text[start:].replace("**", "")])
+
+
 @dataclass(frozen=True)
 class Parts:
     """A sentence as the translator sends it to a few-shot model: its list marker (kept as
@@ -50,7 +64,7 @@ class Parts:
         not prompted few-shot, reads the item whole)."""
         marker = _MARKER.match(sentence)
         text = sentence[marker.end() :] if marker else sentence
-        text = text.replace("**", "").strip()  # markdown emphasis confuses small models
+        text = _without_emphasis(text).strip()
         titles: list[tuple[str, str]] = []
         # A few-shot model copies a list item whole, in English, about one time in six when
         # it starts with a name or a title (README, "Languages"): titles and text go apart.

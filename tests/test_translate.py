@@ -116,6 +116,11 @@ def test_a_message_is_cut_with_its_own_language_s_rules(tiny_chat_source: Path):
             ["Here is the plan: rest, then eat."],
             "<1>.",
         ),
+        (  # bold marks go, and inline code stays as it is
+            "Use the `**` operator, **not** `pow(x, 2)` or ``x ** 2``.",
+            ["Use the `**` operator, not `pow(x, 2)` or ``x ** 2``."],
+            "<1>.",
+        ),
     ],
 )
 def test_a_list_item_s_titles_are_translated_apart_from_its_text(
