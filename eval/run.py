@@ -12,7 +12,12 @@ language's own few-shot examples, as the service prompts it) and reports:
   and the whole sentence (which min_confidence sends to English, which it takes for another);
 - the same detector on the sentences of eval/pairs/unserved.tsv, in the languages it knows
   but does not serve: how often it names them, and how often it takes one for a served
-  language (which would translate the turn from the wrong language).
+  language (which would translate the turn from the wrong language);
+- the offline chat model's replies to English messages (the 40 English sentences of the
+  pairs, and the questions about places of eval/pairs/places.txt, each asked 3 times with the
+  profile's sampling): the share that lingua does not read as English (an English reader gets
+  the wrong language, and the translator no English to translate), with the profile's opening
+  exchanges and without them.
 
 A language qualifies for the offline profile when its X->English chrF is within 10 points of
 French's and at least 95 % of its English->X outputs come back in it. Writes eval/results.json
@@ -41,6 +46,8 @@ from serving.translate import Parts, Translator  # noqa: E402
 CHRF_MARGIN = 10  # points of X->English chrF below French's that a language may be
 IN_LANGUAGE_SHARE = 0.95  # of English->X outputs that must come back in X
 PREFIXES = (1, 2, 3, 5, None)  # words of a message the detector is given (None: all)
+ASKED = 3  # times each English message goes to the chat model (it samples)
+CHAT_AT_ONCE = 8  # its slots
 
 
 def read_pairs(code: str, limit: int | None) -> list[tuple[str, str]]:
@@ -53,6 +60,11 @@ def read_list_items() -> list[str]:
     """English list items that have a title (``eval/pairs/README.md``)."""
     lines = (HERE / "pairs" / "list_items.txt").read_text(encoding="utf-8").splitlines()
     return [line for line in lines if (p := Parts.of(line)).titles and len(p.text.split()) >= 4]
+
+
+def read_places() -> list[str]:
+    lines = (HERE / "pairs" / "places.txt").read_text(encoding="utf-8").splitlines()
+    return [line for line in lines if line.strip()]
 
 
 def read_unserved() -> dict[str, list[str]]:
@@ -120,7 +132,7 @@ def unserved_detection(detector: LanguageDetector, code: str, sentences: list[st
 
 async def evaluate(args: argparse.Namespace) -> dict:
     import sacrebleu
-    from lingua import LanguageDetectorBuilder
+    from lingua import IsoCode639_1, LanguageDetectorBuilder
 
     config = load_config("offline")
     settings = config.translator  # the offline profile's: one model, every language, both ways
@@ -178,13 +190,75 @@ async def evaluate(args: argparse.Namespace) -> dict:
         code: unserved_detection(detector, code, sentences)
         for code, sentences in read_unserved().items()
     }
+    # Judged among English and the served languages, where the chat model drifts, and without
+    # names: with every language, "The capital of Portugal is Lisbon." reads as Latin.
+    chat_judge = LanguageDetectorBuilder.from_iso_codes_639_1(
+        *(getattr(IsoCode639_1, code.upper()) for code in ["en", *known_languages()])
+    ).build()
+    everyday = list(
+        dict.fromkeys(
+            english for code in args.languages for _, english in read_pairs(code, args.limit)
+        )
+    )
+    chat = await chat_in_english(
+        config, {"everyday": everyday, "places": read_places()[: args.limit]}, chat_judge
+    )
     return {
         "translator": spec.source,
         "rules": {"chrf_margin": CHRF_MARGIN, "in_language_share": IN_LANGUAGE_SHARE},
         "languages": results,
         "list_items": len(list_items),
         "unserved": unserved,
+        "chat_in_english": chat,
     }
+
+
+async def _replies(model, messages: list[str]) -> list[str]:
+    """``model``'s reply to each message, ``CHAT_AT_ONCE`` at a time."""
+    gate = asyncio.Semaphore(CHAT_AT_ONCE)
+
+    async def reply(message: str) -> str:
+        async with gate:
+            items = [item async for item in model.stream([], message)]
+        return "".join(item for item in items if isinstance(item, str))
+
+    return await asyncio.gather(*(reply(message) for message in messages))
+
+
+async def chat_in_english(config, messages: dict[str, list[str]], judge) -> dict:
+    """Share of the chat model's replies to ``messages`` (English) that ``judge`` does not
+    read as English, with the profile's opening exchanges and without them."""
+    from serving.chat import ChatModel
+
+    results: dict[str, dict] = {}
+    for label, settings in (
+        ("as configured", config.chat),
+        ("without the opening", config.chat.model_copy(update={"opening": []})),
+    ):
+        model = ChatModel(settings)
+        results[label] = {}
+        for name, texts in messages.items():
+            asked = [text for text in texts for _ in range(ASKED)]
+            replies = await _replies(model, asked)
+            other = [
+                (q, r)
+                for q, r in zip(asked, replies, strict=True)
+                if not _reads_as(judge, _without_names(r), "en")
+            ]
+            results[label][name] = {
+                "asked": len(asked),
+                "not_english": round(len(other) / len(asked), 3),
+                "messages_not_english": len({q for q, _ in other}),
+                "samples": [{"message": q, "reply": r[:200]} for q, r in other[:3]],
+            }
+            print(f"chat model, {label}, {name}: {len(other)} of {len(asked)} not in English")
+    return results
+
+
+def _without_names(text: str) -> str:
+    """``text`` without its capitalised words: lingua read "The best museums in Paris are:
+    The Louvre, Notre Dame de la Cité, and the Sainte-Chapelle." as French."""
+    return " ".join(word for word in text.split() if not word[:1].isupper())
 
 
 def _reads_as(judge, text: str, code: str) -> bool:
@@ -244,6 +318,24 @@ def table(report: dict) -> str:
         ]
         lines.append(f"| {code} | {' | '.join(cells)} |")
     lines += ["", "(named / taken for a served language / neither)"]
+    if chat := report.get("chat_in_english"):
+        lines += [
+            "",
+            "The offline chat model's replies to English messages, each asked "
+            f"{ASKED} times: replies that lingua (English and the served languages, on the "
+            "reply without its capitalised words, which are mostly names) does not read as "
+            "English, and how many of the messages drew one.",
+            "",
+            "| chat model | " + " | ".join(chat[next(iter(chat))]) + " |",
+            "| --- |" + " --- |" * len(chat[next(iter(chat))]),
+        ]
+        for label, sets in chat.items():
+            cells = [
+                f"{round(row['not_english'] * row['asked'])} of {row['asked']} replies "
+                f"({row['messages_not_english']} of {row['asked'] // ASKED} messages)"
+                for row in sets.values()
+            ]
+            lines.append(f"| {label} | {' | '.join(cells)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -31,15 +31,23 @@ class ChatModel(EngineDeployment):
         self.replies = 0  # streaming now: they share the replica's messages (``interval``)
         self.read_ahead = self._read_shared_start_ahead()  # before the first request
 
-    def _system(self) -> list[ChatMessage]:
+    def _start(self) -> list[ChatMessage]:
+        """The messages before every conversation's own: the system prompt and the opening
+        exchanges."""
         prompt = self.settings.system_prompt
-        return [{"role": "system", "content": prompt}] if prompt else []
+        start = [{"role": "system", "content": prompt}] if prompt else []
+        for exchange in self.settings.opening:
+            start += [
+                {"role": "user", "content": exchange.user},
+                {"role": "assistant", "content": exchange.assistant},
+            ]
+        return start
 
     def shared_start(self) -> list[int]:
-        """The tokens that every conversation's prompt starts with: the chat template's opening
-        and the system prompt."""
+        """The tokens that every conversation's prompt starts with: the chat template's opening,
+        the system prompt and the opening exchanges."""
         one, other = (
-            self.engine.chat_prompt(self._system() + [{"role": "user", "content": text}])
+            self.engine.chat_prompt(self._start() + [{"role": "user", "content": text}])
             for text in ("A", "Z")
         )
         shared = 0
@@ -50,9 +58,10 @@ class ChatModel(EngineDeployment):
     def _read_shared_start_ahead(self) -> int:
         """Reads ``shared_start`` into each prompt the engine keeps (llama.cpp's slots) but
         one, left for the health check's probe as in the translator, so that a new conversation
-        reads only its own words, in whichever slot it lands. The offline model's 24 tokens
-        take about 55 ms on 2 cores, which 8 conversations started at once spent one after the
-        other before their first tokens. Returns how many slots hold it; one that fails is left
+        reads only its own words, in whichever slot it lands. The offline model's 46 tokens
+        (24 without its opening exchange, which took about 55 ms on 2 cores) would otherwise be
+        read by 8 conversations started at once, one after the other, before their first
+        tokens. Returns how many slots hold it; one that fails is left
         to the first requests (the health check tells whether the model works)."""
         if self.engine.is_encoder_decoder or self.engine.kept_prompts < 2:
             return 0
@@ -62,7 +71,7 @@ class ChatModel(EngineDeployment):
         try:
             copies = self.engine.read_ahead(start, self.engine.kept_prompts)  # the probe's aside
         except ChatServiceError as error:
-            logger.warning("Could not read the system prompt ahead: %s", error)
+            logger.warning("Could not read the shared start ahead: %s", error)
             return 0
         logger.info(
             "Read the conversations' shared start (%d tokens) into %d slots in %.1f s",
@@ -99,12 +108,12 @@ class ChatModel(EngineDeployment):
     def _causal_inputs(
         self, history: list[ChatMessage], message: str
     ) -> tuple[list[int], PromptInfo]:
-        system = self._system()
+        start = self._start()
         # Keep whole exchanges: the kept history starts at a user message (or is empty).
         users = {i for i, turn in enumerate(history) if turn["role"] == "user"}
         starts = sorted({0, len(history)} | users)
         for dropped in starts:
-            messages = system + history[dropped:] + [{"role": "user", "content": message}]
+            messages = start + history[dropped:] + [{"role": "user", "content": message}]
             ids = self.engine.chat_prompt(messages)
             if len(ids) <= self.input_budget:
                 return ids, PromptInfo(dropped, len(ids))

@@ -82,9 +82,22 @@ class TranslatorSettings(StrictModel):
         return getattr(self.per_language[code], direction)
 
 
+class Exchange(StrictModel):
+    user: str = Field(min_length=1)
+    assistant: str = Field(min_length=1)
+
+
 class ChatSettings(StrictModel):
     model: ModelSpec
     system_prompt: str | None = Field(None, description="System message for chat-template models.")
+    opening: list[Exchange] = Field(
+        default_factory=list,
+        description=(
+            "Exchanges that every conversation starts with, after the system prompt "
+            "(chat-template models; the page never shows them). A small model that a first "
+            "message about France throws into French keeps to the language of these replies."
+        ),
+    )
     turn_separator: str = Field(
         "</s><s>", description="Joins history turns for seq2seq chat models (Blenderbot's)."
     )

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from serving.chat import ChatModel
-from serving.config import ChatSettings
+from serving.config import ChatSettings, Exchange
 from serving.engine import Usage
 from serving.errors import InvalidRequestError
 from serving.events import PromptInfo, ReplyInfo, Working
@@ -218,6 +218,36 @@ def test_short_history_is_sent_whole_in_the_models_chat_template(tiny_chat_sourc
         "<|user|>Hello, how are you today?</s><|assistant|>I am fine, thank you.</s>"
         "<|user|>Last question?</s><|assistant|>"
     )
+
+
+def test_the_opening_exchange_starts_every_conversation_and_is_never_dropped(
+    tiny_chat_source: Path,
+):
+    opening = [Exchange(user="Hi!", assistant="Hello! How can I help?")]
+    model = ChatModel(
+        ChatSettings(
+            model=ModelSpec(source=str(tiny_chat_source), max_input_tokens=120),
+            system_prompt="Be kind.",
+            opening=opening,
+            generation=GenerationSettings(max_new_tokens=12, min_new_tokens=6),
+        )
+    )
+    opened = "<|system|>Be kind.</s><|user|>Hi!</s><|assistant|>Hello! How can I help?</s>"
+    ids, info = model.build_inputs(HISTORY, "Last question?")
+    assert info.history_dropped == 0
+    assert model.engine.decode(ids) == (
+        f"{opened}<|user|>Hello, how are you today?</s><|assistant|>I am fine, thank you.</s>"
+        "<|user|>Last question?</s><|assistant|>"
+    )
+    assert model.engine.decode(model.shared_start()).startswith(opened)  # read once per slot
+    long_history = [
+        {"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i} " * 4}
+        for i in range(10)
+    ]
+    ids, info = model.build_inputs(long_history, "Last question?")
+    text = model.engine.decode(ids)
+    assert info.history_dropped > 0 and "turn 0" not in text
+    assert text.startswith(opened) and "turn 9" in text
 
 
 def test_causal_message_longer_than_the_context_is_refused_clearly(tiny_chat_source: Path):
