@@ -61,8 +61,8 @@ class ChatModel(EngineDeployment):
         reads only its own words, in whichever slot it lands. The offline model's 46 tokens
         (24 without its opening exchange, which took about 55 ms on 2 cores) would otherwise be
         read by 8 conversations started at once, one after the other, before their first
-        tokens. Returns how many slots hold it; one that fails is left
-        to the first requests (the health check tells whether the model works)."""
+        tokens. Returns how many slots hold it; one that fails is left to the first requests
+        (the health check tells whether the model works)."""
         if self.engine.is_encoder_decoder or self.engine.kept_prompts < 2:
             return 0
         started = time.monotonic()
