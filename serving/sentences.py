@@ -42,6 +42,8 @@ ABBREVIATIONS = frozenset(
 _BOUNDARY = re.compile(r"([.!?…]+[\"')\]]*)(\s+)|(\n\s*)")
 # A line that opens a code block (CommonMark: up to 3 spaces, then 3 or more ` or ~).
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})", re.MULTILINE)
+# Inline code (`x ** 2`), within a sentence.
+INLINE_CODE = re.compile(r"(`+).+?\1")
 
 
 @dataclass(frozen=True)
@@ -150,9 +152,11 @@ def cut_run_on(text: str, limit: int) -> tuple[str, str]:
 
 
 def without_code(text: str) -> str:
-    """``text``'s prose: its code blocks left out (they tell nothing of the language it is
-    written in, and a long one drowns the words around it)."""
-    return " ".join(s for s in split_sentences(text) if not isinstance(s, Verbatim))
+    """``text``'s prose: its code blocks and inline code left out (they tell nothing of the
+    language it is written in, and drown the words around them: "Que fait `git rebase
+    --interactive HEAD~3` ?" read as English)."""
+    prose = " ".join(s for s in split_sentences(text) if not isinstance(s, Verbatim))
+    return " ".join(INLINE_CODE.sub(" ", prose).split())
 
 
 def _closes(line: str, fence: str) -> bool:

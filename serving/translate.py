@@ -25,7 +25,13 @@ from serving.events import WORKING, WORKING_EVERY_S, Working
 from serving.languages import ENGLISH, language
 from serving.model_config import ModelSpec
 from serving.pacing import kept_alive
-from serving.sentences import Sentences, Verbatim, separator_after, split_sentences
+from serving.sentences import (
+    INLINE_CODE,
+    Sentences,
+    Verbatim,
+    separator_after,
+    split_sentences,
+)
 
 # A list marker or heading at the start of a sentence: kept as is, not sent to the model.
 _MARKER = re.compile(r"^\s*(?:\d+[.)]|[-*•]|#+)\s+")
@@ -35,15 +41,11 @@ _TITLE_END = re.compile(r"(?::|\s[-–—])\s+")
 TITLE_WORDS = 10  # at most: past them, a colon or a dash is inside the text itself
 
 
-# Inline code (`x ** 2`): its characters are not markdown.
-_INLINE_CODE = re.compile(r"(`+).+?\1")
-
-
 def _without_emphasis(text: str) -> str:
     """``text`` without markdown's bold marks, which confuse small models; inline code stays
     as it is (a "**" there is an operator)."""
     kept, start = [], 0
-    for code in _INLINE_CODE.finditer(text):
+    for code in INLINE_CODE.finditer(text):  # its characters are not markdown
         kept += [text[start : code.start()].replace("**", ""), code.group(0)]
         start = code.end()
     return "".join([*kept, text[start:].replace("**", "")])

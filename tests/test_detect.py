@@ -41,6 +41,9 @@ def detector() -> LanguageDetector:
         # Code is not read: the words around it tell the language, however long it is.
         (f"Pourquoi ce code plante ?\n{CODE}", Detection("fr")),
         (CODE, Detection("en")),  # nothing to translate, nothing to tell the person
+        ("Que fait `git rebase --interactive HEAD~3` ?", Detection("fr")),
+        ("Comment utiliser `console.log(JSON.stringify(obj, null, 2))` ?", Detection("fr")),
+        ("`ls -la`", Detection("en")),
         ("", Detection("en", reason="unsure")),
     ],
 )
