@@ -14,10 +14,11 @@ language's own few-shot examples, as the service prompts it) and reports:
   but does not serve: how often it names them, and how often it takes one for a served
   language (which would translate the turn from the wrong language);
 - the offline chat model's replies to English messages (the 40 English sentences of the
-  pairs, and the questions about places of eval/pairs/places.txt, each asked 3 times with the
-  profile's sampling): the share that lingua does not read as English (an English reader gets
-  the wrong language, and the translator no English to translate), with the profile's opening
-  exchanges and without them.
+  pairs, the chat questions of eval/pairs/questions.txt and the questions about places of
+  eval/pairs/places.txt, each asked 3 times with the profile's sampling), with the profile's
+  opening exchanges and without them: the share that lingua does not read as English (an
+  English reader gets the wrong language, and the translator no English to translate), that
+  apologise instead of answering, and that max_new_tokens cut off.
 
 A language qualifies for the offline profile when its X->English chrF is within 10 points of
 French's and at least 95 % of its English->X outputs come back in it. Writes eval/results.json
@@ -29,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import statistics
 import sys
 import time
@@ -40,6 +42,7 @@ sys.path.insert(0, str(HERE.parent))
 from serving.config import load_config  # noqa: E402
 from serving.detect import LanguageDetector  # noqa: E402
 from serving.engine import Sampling, load_engine  # noqa: E402
+from serving.events import ReplyInfo  # noqa: E402
 from serving.languages import known_languages, language  # noqa: E402
 from serving.translate import Parts, Translator  # noqa: E402
 
@@ -62,8 +65,8 @@ def read_list_items() -> list[str]:
     return [line for line in lines if (p := Parts.of(line)).titles and len(p.text.split()) >= 4]
 
 
-def read_places() -> list[str]:
-    lines = (HERE / "pairs" / "places.txt").read_text(encoding="utf-8").splitlines()
+def _lines(name: str) -> list[str]:
+    lines = (HERE / "pairs" / name).read_text(encoding="utf-8").splitlines()
     return [line for line in lines if line.strip()]
 
 
@@ -200,34 +203,39 @@ async def evaluate(args: argparse.Namespace) -> dict:
             english for code in args.languages for _, english in read_pairs(code, args.limit)
         )
     )
-    chat = await chat_in_english(
-        config, {"everyday": everyday, "places": read_places()[: args.limit]}, chat_judge
-    )
+    prompts = {
+        "everyday": everyday,
+        "questions": _lines("questions.txt")[: args.limit],
+        "places": _lines("places.txt")[: args.limit],
+    }
+    chat = await chat_replies(config, prompts, chat_judge)
     return {
         "translator": spec.source,
         "rules": {"chrf_margin": CHRF_MARGIN, "in_language_share": IN_LANGUAGE_SHARE},
         "languages": results,
         "list_items": len(list_items),
         "unserved": unserved,
-        "chat_in_english": chat,
+        "chat": chat,
     }
 
 
-async def _replies(model, messages: list[str]) -> list[str]:
-    """``model``'s reply to each message, ``CHAT_AT_ONCE`` at a time."""
+async def _replies(model, messages: list[str]) -> list[tuple[str, str]]:
+    """``model``'s reply to each message and why it ended, ``CHAT_AT_ONCE`` at a time."""
     gate = asyncio.Semaphore(CHAT_AT_ONCE)
 
-    async def reply(message: str) -> str:
+    async def reply(message: str) -> tuple[str, str]:
         async with gate:
             items = [item async for item in model.stream([], message)]
-        return "".join(item for item in items if isinstance(item, str))
+        text = "".join(item for item in items if isinstance(item, str))
+        return text, next(i.finish_reason for i in items if isinstance(i, ReplyInfo))
 
     return await asyncio.gather(*(reply(message) for message in messages))
 
 
-async def chat_in_english(config, messages: dict[str, list[str]], judge) -> dict:
-    """Share of the chat model's replies to ``messages`` (English) that ``judge`` does not
-    read as English, with the profile's opening exchanges and without them."""
+async def chat_replies(config, messages: dict[str, list[str]], judge) -> dict:
+    """The chat model's replies to ``messages`` (English), with the profile's opening exchanges
+    and without them: the share that ``judge`` does not read as English, that apologise, and
+    that ``max_new_tokens`` cut off."""
     from serving.chat import ChatModel
 
     results: dict[str, dict] = {}
@@ -242,17 +250,25 @@ async def chat_in_english(config, messages: dict[str, list[str]], judge) -> dict
             replies = await _replies(model, asked)
             other = [
                 (q, r)
-                for q, r in zip(asked, replies, strict=True)
+                for q, (r, _) in zip(asked, replies, strict=True)
                 if not _reads_as(judge, _without_names(r), "en")
             ]
+            sorry = [r for r, _ in replies if re.search(r"\b(sorry|apologi[sz]e)", r, re.I)]
             results[label][name] = {
                 "asked": len(asked),
                 "not_english": round(len(other) / len(asked), 3),
                 "messages_not_english": len({q for q, _ in other}),
+                "apologising": round(len(sorry) / len(asked), 3),
+                "cut_off": round(sum(end == "length" for _, end in replies) / len(asked), 3),
+                "mean_characters": round(statistics.fmean(len(r) for r, _ in replies)),
                 "samples": [{"message": q, "reply": r[:200]} for q, r in other[:3]],
             }
             print(f"chat model, {label}, {name}: {len(other)} of {len(asked)} not in English")
     return results
+
+
+def _count(row: dict, share: str) -> str:
+    return f"{round(row[share] * row['asked'])} of {row['asked']}"
 
 
 def _without_names(text: str) -> str:
@@ -318,22 +334,26 @@ def table(report: dict) -> str:
         ]
         lines.append(f"| {code} | {' | '.join(cells)} |")
     lines += ["", "(named / taken for a served language / neither)"]
-    if chat := report.get("chat_in_english"):
+    if chat := report.get("chat"):
+        sets = chat[next(iter(chat))]
         lines += [
             "",
-            "The offline chat model's replies to English messages, each asked "
-            f"{ASKED} times: replies that lingua (English and the served languages, on the "
-            "reply without its capitalised words, which are mostly names) does not read as "
-            "English, and how many of the messages drew one.",
+            f"The offline chat model's replies to English messages, each asked {ASKED} times "
+            "(everyday: the 40 English sentences of the pairs; questions: "
+            "`eval/pairs/questions.txt`; places: `eval/pairs/places.txt`): replies that "
+            "lingua (English and the served languages, on the reply without its capitalised "
+            "words, mostly names) does not read as English, with how many messages drew one; "
+            "replies that apologise; replies that `max_new_tokens` cut off.",
             "",
-            "| chat model | " + " | ".join(chat[next(iter(chat))]) + " |",
-            "| --- |" + " --- |" * len(chat[next(iter(chat))]),
+            "| chat model | " + " | ".join(sets) + " |",
+            "| --- |" + " --- |" * len(sets),
         ]
-        for label, sets in chat.items():
+        for label, rows in chat.items():
             cells = [
-                f"{round(row['not_english'] * row['asked'])} of {row['asked']} replies "
-                f"({row['messages_not_english']} of {row['asked'] // ASKED} messages)"
-                for row in sets.values()
+                f"{_count(row, 'not_english')} not English ({row['messages_not_english']} of "
+                f"{row['asked'] // ASKED} messages), {_count(row, 'apologising')} apologise, "
+                f"{_count(row, 'cut_off')} cut off"
+                for row in rows.values()
             ]
             lines.append(f"| {label} | {' | '.join(cells)} |")
     return "\n".join(lines) + "\n"

@@ -58,7 +58,7 @@ class ChatModel(EngineDeployment):
     def _read_shared_start_ahead(self) -> int:
         """Reads ``shared_start`` into each prompt the engine keeps (llama.cpp's slots) but
         one, left for the health check's probe as in the translator, so that a new conversation
-        reads only its own words, in whichever slot it lands. The offline model's 46 tokens
+        reads only its own words, in whichever slot it lands. The offline model's 79 tokens
         (24 without its opening exchange, which took about 55 ms on 2 cores) would otherwise be
         read by 8 conversations started at once, one after the other, before their first
         tokens. Returns how many slots hold it; one that fails is left to the first requests
