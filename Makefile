@@ -35,7 +35,7 @@ $(VENV)/.eval: $(VENV)/.app
 	$(PIP) -e '.[eval]'
 	touch $@
 
-eval: $(VENV)/.eval  ## each language on the offline translator (chrF) and detector: make eval ARGS="--limit 10"
+eval: $(VENV)/.eval  ## each language on the offline translator (chrF) and detector, and the chat model's language: make eval ARGS="--limit 10"
 	$(PY) eval/run.py $(ARGS)
 
 screenshot: $(VENV)/.test browser-deps  ## assets/screenshot.png and conversations.png, by the real-model browser test

@@ -1,5 +1,5 @@
-"""`make eval`: how well the offline translator handles each language, and how well the detector
-tells short messages apart.
+"""`make eval`: how well the offline translator handles each language, how well the detector
+tells short messages apart, and whether the offline chat model keeps to English.
 
 For each language in serving/languages/ it translates the 40 pairs of eval/pairs/<code>.tsv
 both ways with the offline profile's translator (Gemma 3 270M on llama.cpp, prompted with the
