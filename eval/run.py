@@ -59,15 +59,17 @@ def read_pairs(code: str, limit: int | None) -> list[tuple[str, str]]:
     return pairs[:limit] if limit else pairs
 
 
-def read_list_items() -> list[str]:
-    """English list items that have a title (``eval/pairs/README.md``)."""
-    lines = (HERE / "pairs" / "list_items.txt").read_text(encoding="utf-8").splitlines()
-    return [line for line in lines if (p := Parts.of(line)).titles and len(p.text.split()) >= 4]
-
-
 def _lines(name: str) -> list[str]:
+    """The non-empty lines of ``eval/pairs/<name>`` (``eval/pairs/README.md`` says what each
+    file holds)."""
     lines = (HERE / "pairs" / name).read_text(encoding="utf-8").splitlines()
     return [line for line in lines if line.strip()]
+
+
+def read_list_items() -> list[str]:
+    """English list items that have a title (``eval/pairs/README.md``)."""
+    items = _lines("list_items.txt")
+    return [line for line in items if (p := Parts.of(line)).titles and len(p.text.split()) >= 4]
 
 
 def read_unserved() -> dict[str, list[str]]:
