@@ -81,8 +81,8 @@ class LlamaCppEngine:
         params.slot_save_path = os.path.join(self._prompts.folder, "")
         # llama.cpp decodes a step of one token on ``threads``, and a step of several (a prompt,
         # or a token for each of several conversations) on ``batch_threads``.
-        threads = spec.threads or 1
-        batch_threads = spec.batch_threads or threads
+        threads = spec.decode_threads() or 1
+        batch_threads = spec.step_threads() or threads
         params.cpuparams.n_threads = threads
         params.cpuparams_batch.n_threads = batch_threads  # defaults to every core otherwise
         params.verbosity = 0  # errors only: llama.cpp logs every request at its default

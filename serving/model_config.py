@@ -7,9 +7,11 @@ resources, health checks), its model and engine, how it generates and how it bat
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from serving.cpus import physical_cores, usable_cpus
 
 logger = logging.getLogger(__name__)
 
@@ -159,20 +161,27 @@ class ModelSpec(StrictModel):
     max_input_tokens: int | None = Field(
         None, ge=8, description="Prompt budget in tokens; default: the model's own context limit."
     )
-    threads: int | None = Field(
+    threads: Annotated[int, Field(ge=1)] | Literal["auto"] | None = Field(
         None,
-        ge=1,
         description=(
             "CPU threads for the engine (llama.cpp: for decoding one conversation alone); "
-            "default: torch's own choice, or 1 for llama.cpp."
+            "'auto': one per physical core this replica may use, counted on its own machine "
+            "(hyper-threads of one core count once); default: torch's own choice, or 1 for "
+            "llama.cpp."
         ),
     )
-    batch_threads: int | None = Field(
+    batch_threads: Annotated[int, Field(ge=1)] | Literal["auto"] | None = Field(
         None,
-        ge=1,
         description=(
             "llama.cpp: CPU threads for reading prompts and for the decoding steps of several "
-            "conversations at once; default: `threads`. A small model decodes one conversation "
-            "no faster on more threads, and the extra ones take CPU from the rest of the app."
+            "conversations at once; 'auto': every CPU this replica may use; default: `threads`."
         ),
     )
+
+    def decode_threads(self) -> int | None:
+        """``threads`` as a count, 'auto' counted in this process (``serving.cpus``)."""
+        return physical_cores() if self.threads == "auto" else self.threads
+
+    def step_threads(self) -> int | None:
+        """``batch_threads`` as a count, 'auto' counted in this process."""
+        return len(usable_cpus()) if self.batch_threads == "auto" else self.batch_threads

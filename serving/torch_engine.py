@@ -47,8 +47,8 @@ class TransformersEngine:
         sampling: Sampling,
         loader: Callable[[ModelSpec], LoadedModel] = load,
     ) -> None:
-        if spec.threads:
-            torch.set_num_threads(spec.threads)
+        if threads := spec.decode_threads():
+            torch.set_num_threads(threads)
         self.lm = loader(spec)
         self.tokenizer = self.lm.tokenizer
         self.is_encoder_decoder = self.lm.is_encoder_decoder

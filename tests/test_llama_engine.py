@@ -151,7 +151,8 @@ def test_llama_cpp_gets_a_thread_count_for_one_sequence_and_one_for_batches(
     tiny_gguf: Path, monkeypatch: pytest.MonkeyPatch
 ):
     """One conversation's decoding steps run on ``threads``; prompts and the steps of several
-    conversations at once run on ``batch_threads``, which defaults to ``threads``."""
+    conversations at once run on ``batch_threads``, which defaults to ``threads``. 'auto' is
+    counted in the engine's process: a thread per physical core, and every usable CPU."""
     import xllamacpp
 
     given, real = [], xllamacpp.Server
@@ -161,12 +162,15 @@ def test_llama_cpp_gets_a_thread_count_for_one_sequence_and_one_for_batches(
         return real(params)
 
     monkeypatch.setattr(xllamacpp, "Server", server)
-    for threads in ({"threads": 1, "batch_threads": 2}, {"threads": 2}):
+    monkeypatch.setattr("serving.model_config.physical_cores", lambda: 1)
+    monkeypatch.setattr("serving.model_config.usable_cpus", lambda: [0, 1, 2])
+    auto = {"threads": "auto", "batch_threads": "auto"}
+    for threads in ({"threads": 1, "batch_threads": 2}, {"threads": 2}, auto):
         spec = ModelSpec(source=str(tiny_gguf), context_tokens=256, saved_prompts=False, **threads)
         engine = load_engine(spec, BatchSettings(max_batch_size=2), GREEDY)
         text, usage = asyncio.run(_reply(engine, engine.encode("Hello"), GREEDY))
         assert usage.tokens > 0, text
-    assert given == [(1, 2), (2, 2)]
+    assert given == [(1, 2), (2, 2), (1, 3)]
 
 
 def test_leaving_a_stream_stops_its_generation(long_engine: LlamaCppEngine):
