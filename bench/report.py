@@ -123,10 +123,17 @@ def _launch(results: dict[str, Any]) -> list[str]:
     return _table(columns, rows)
 
 
+def _machine(machine: dict[str, Any]) -> str:
+    """Such as '2 CPUs (2 physical cores, AMD EPYC)'; '2 CPUs' for runs that lack the rest."""
+    known = [f"{machine['physical_cores']} physical cores"] if "physical_cores" in machine else []
+    known += [machine["cpu"]] if machine.get("cpu") else []
+    return f"{machine['cpus']} CPUs" + (f" ({', '.join(known)})" if known else "")
+
+
 def write_markdown(results: dict[str, Any], path: Path) -> str:
     first = next(iter(results["engines"].values()))
     lines = [
-        f"Mode: {results['mode']} ({first['chat_model']}), {results['machine']['cpus']} CPUs, "
+        f"Mode: {results['mode']} ({first['chat_model']}), {_machine(results['machine'])}, "
         f"{results['settings']['tokens']} tokens per reply, greedy. Ray started in "
         f"{results['ray_start_s']:.1f} s.",
         "",

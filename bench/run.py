@@ -29,6 +29,7 @@ from bench.report import write_markdown, write_plot
 from bench.scenarios import concurrency, french, layers, translation
 from serving.chat import ChatModel
 from serving.config import AppConfig
+from serving.cpus import physical_cores
 from serving.testing.graphs import delete_graph
 from serving.testing.probes import app_memory_mib, free_port
 from serving.worker_setup import RUNTIME_ENV
@@ -103,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         "mode": "tiny" if args.tiny else "offline",
         "machine": {
             "cpus": os.cpu_count(),
+            "physical_cores": physical_cores(),
+            "cpu": cpu_model(),
             "python": platform.python_version(),
             "platform": platform.platform(),
         },
@@ -144,6 +147,17 @@ def main(argv: list[str] | None = None) -> int:
     write_plot(results, Path(args.plot))
     print(markdown)
     return 0
+
+
+def cpu_model() -> str:
+    """The CPU's name, so that runs on different machines are not compared by their seconds."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def compare(engines: dict[str, Any]) -> dict[str, float]:

@@ -60,6 +60,9 @@ def test_bench_runs_on_tiny_models_and_writes_its_results(tmp_path: Path):
     assert "peak_memory" in results["comparison"]
     assert plot.stat().st_size > 10_000
     table = out.with_suffix(".md").read_text()
+    machine = results["machine"]  # so that runs on other machines are not compared by seconds
+    assert 1 <= machine["physical_cores"] <= machine["cpus"] and machine["cpu"], machine
+    assert f"{machine['cpus']} CPUs ({machine['physical_cores']} physical cores, " in table
     assert "| llama.cpp | 3. WebSocket API |" in table
     assert "| transformers | 3. WebSocket API |" in table
     assert "| llama.cpp | " in table.split("`run.py` launched")[1]
