@@ -23,9 +23,8 @@ def usable_cpus() -> list[int]:
 
 def physical_cores(cpus: Iterable[int] | None = None, sysfs: Path = SYSFS_CPUS) -> int:
     """The physical cores among ``cpus`` (default: ``usable_cpus()``): the two hyper-threads of
-    one core count once, as in llama.cpp's and Ollama's default thread count. A small model's
-    decoding step, split over two hyper-threads of one core, runs slower than on one thread;
-    over two cores of their own, nearly twice as fast (README, "Threads").
+    one core count once, as in llama.cpp's and Ollama's default thread count, since the two
+    share one core's arithmetic (README, "Threads").
 
     Where the topology cannot be read (macOS, a sandbox without ``/sys``), each CPU counts."""
     cpus = usable_cpus() if cpus is None else list(cpus)
