@@ -7,6 +7,7 @@ from collections.abc import AsyncGenerator
 import gradio as gr
 import pytest
 from gradio_client import Client
+from gradio_client.exceptions import AppError
 
 from serving.events import DeltaEvent, DoneEvent, Event, StartEvent
 from tests.support import FRENCH_TURN as FRENCH
@@ -174,6 +175,20 @@ def test_the_page_api_takes_a_message_alone_and_a_history_to_go_on(client: Clien
     assert turns[0]["assistant"].strip() and turns[0]["assistant_en"].strip()
     chat, more, box, notice = client.predict("And tomorrow?", turns, api_name="/chat")
     assert len(more) == 2 and more[0] == turns[0] and more[1]["user"] == "And tomorrow?"
+
+
+def test_turns_that_are_not_the_page_s_are_refused_with_what_to_send(client: Client):
+    """The chat window's messages, a string, or a turn without its fields: a clear error that
+    names what to send, never a Python one ("'assistant'"); then the same client goes on."""
+    chat, turns, _, _ = client.predict("Hello there", api_name="/chat")
+    for wrong in (chat, "nonsense", [{"user": "Hi"}]):
+        with pytest.raises(AppError) as refused:
+            client.predict("And tomorrow?", wrong, api_name="/chat")
+        message = str(refused.value)
+        assert "cannot continue a conversation" in message, message
+        assert "the last /chat call returned" in message, message
+    _, more, _, _ = client.predict("And tomorrow?", turns, api_name="/chat")
+    assert len(more) == 2 and more[0] == turns[0]
 
 
 def test_the_page_says_when_old_turns_left_the_models_view(client: Client):

@@ -19,7 +19,7 @@ import gradio as gr
 
 from serving.events import DeltaEvent, DoneEvent, StartEvent, StoredTurn, stored_turn
 from ui.client import ApiError, stream_turn
-from ui.conversations import Library
+from ui.conversations import Library, clean_turns
 from ui.list_handlers import listing
 from ui.reply_stream import Halt, halt_all, redrawn, until_halted
 from ui.turns import message_text, notice_for, to_history_en, to_messages, turn_at
@@ -131,7 +131,18 @@ class TurnHandlers:
         self, message: str, running: set[Halt], turns: list[StoredTurn] | None = None
     ):
         """The page's API (``/chat``): a message, and the turns so far (none: a new conversation;
-        gradio_client may leave them out). A client keeps its own turns: no list."""
+        gradio_client may leave them out). A client keeps its own turns: no list. Turns that
+        are not what ``/chat`` returned are refused, saying what to send, before anything runs;
+        those that are go on as they came, every field kept."""
+        if turns:
+            try:
+                clean_turns(turns)
+            except ValueError as error:
+                raise gr.Error(
+                    f"These turns cannot continue a conversation: {error}. Send the turns that "
+                    "the last /chat call returned (its second value), or none to start a new "
+                    "conversation."
+                ) from None
         async for update in self.send(message, running, None, turns):
             yield update
 
