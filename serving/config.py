@@ -156,7 +156,9 @@ class DetectorSettings(StrictModel):
             "A message of `lead_min_words` words or more is read as a served language under "
             "`min_confidence` when that language is the likeliest, at `lead_min_confidence` or "
             "more and this many times as likely as the next: lingua shares its confidence "
-            "among close languages (0.32 Italian, 0.22 Catalan for a plain Italian question)."
+            "among close languages (0.32 Italian, 0.22 Catalan for a plain Italian question). "
+            "English that leads so ends a conversation in another language; under it, a "
+            "message continues in the conversation's language."
         ),
     )
     lead_min_confidence: float = Field(0.25, ge=0, le=1, description="See `lead`.")

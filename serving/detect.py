@@ -49,35 +49,51 @@ class LanguageDetector:
         )
         release_free_memory()  # what decoding the model files left behind
 
-    def read(self, text: str) -> Detection:
+    def read(self, text: str, conversation: str | None = None) -> Detection:
+        """What ``text`` speaks. ``conversation``: the language the conversation has been in;
+        a message too short or too mixed to tell its own ("Oui", "Merci !", "ok") continues
+        in it when it is English or a served one, where it would otherwise be read as
+        English, with a note that it was too short to tell."""
+        found = self._read(text)
+        if not found.confident and (conversation in self.served or conversation == ENGLISH):
+            return Detection(conversation, reason="continued", confident=False)
+        return found
+
+    def _read(self, text: str) -> Detection:
         if not (prose := without_code(text)) and text.strip():
-            return Detection(ENGLISH)  # code alone: the model reads it as it is, no note
+            # Code alone: the model reads it as it is, with no note; the conversation goes on
+            # in its language.
+            return Detection(ENGLISH, confident=False)
         text = prose
         values = self._lingua.compute_language_confidence_values(text)
         if not values:
-            return Detection(ENGLISH, reason="unsure")
+            return Detection(ENGLISH, reason="unsure", confident=False)
         best = values[0]
         if best.value <= 0 or (len(values) > 1 and values[1].value == best.value):
             # No evidence (an emoji, digits) or a tie: lingua then lists the languages in an
             # order that changes with every detector built, so the first one means nothing.
-            return Detection(ENGLISH, reason="unsure")
+            return Detection(ENGLISH, reason="unsure", confident=False)
         code = best.language.iso_code_639_1.name.lower()
+        sure = best.value >= self.settings.min_confidence or self._leads(code, text, values)
         if code == ENGLISH:
-            return Detection(ENGLISH)
-        if best.value < self.settings.min_confidence and not self._leads(code, text, values):
-            return Detection(ENGLISH, reason="unsure")  # a guess is not named
+            # What an unsure message is read as anyway: no note. But a weak reading ("D'accord"
+            # is 0.30 English, 0.24 French) does not end a French conversation.
+            return Detection(ENGLISH, confident=sure)
+        if not sure:
+            return Detection(ENGLISH, reason="unsure", confident=False)  # a guess is not named
         if code in self.served:
             return Detection(code)
         return Detection(ENGLISH, heard=code, reason="unserved")
 
     def _leads(self, code: str, text: str, values: list[ConfidenceValue]) -> bool:
-        """Whether the likeliest language is a served one that clearly leads in a message long
-        enough to judge (``detector.lead``). For the unserved ones ``min_confidence`` holds:
-        a guess at an unserved language would be named to the person."""
+        """Whether the likeliest language is a served one, or English, that clearly leads in
+        a message long enough to judge (``detector.lead``): lingua gives plain English
+        questions 0.27-0.36 ("How do I cook rice?", "Hello, how are you?"). For the unserved
+        ones ``min_confidence`` holds: a guess at one would be named to the person."""
         best, runner_up = values[0].value, values[1].value if len(values) > 1 else 0.0
         settings = self.settings
         return (
-            code in self.served
+            (code in self.served or code == ENGLISH)
             and len(text.split()) >= settings.lead_min_words
             and best >= settings.lead_min_confidence
             and best >= settings.lead * runner_up

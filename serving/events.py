@@ -34,9 +34,11 @@ class StartEvent(_Event):
     message_en: str
     history_dropped: int = 0  # oldest history messages that the model could not see
     # Why a message was read as English although it is not: "unserved" (``heard`` is a
-    # language this service does not speak) or "unsure" (too short or too mixed to tell).
+    # language this service does not speak) or "unsure" (too short or too mixed to tell). Or
+    # "continued": too short to tell, it was read in the conversation's language (the
+    # request's ``language``): English or a served one.
     heard: str | None = None
-    reason: Literal["unserved", "unsure"] | None = None
+    reason: Literal["unserved", "unsure", "continued"] | None = None
 
 
 class DeltaEvent(_Event):
@@ -123,11 +125,14 @@ def stored_turn(user: str, done: DoneEvent) -> StoredTurn:
 @dataclass(frozen=True)
 class Detection:
     """``language``: what the turn speaks (a served language, or English). ``heard``: the
-    language lingua read when it is another one; ``reason`` says why the turn is in English."""
+    language lingua read when it is another one; ``reason`` says why the turn is in English,
+    or that it continues the conversation's language. ``confident``: whether the text alone
+    told its language (a short "Oui" or "Thanks" does not)."""
 
     language: str
     heard: str | None = None
-    reason: Literal["unserved", "unsure"] | None = None
+    reason: Literal["unserved", "unsure", "continued"] | None = None
+    confident: bool = True
 
 
 @dataclass(frozen=True)

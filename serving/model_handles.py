@@ -25,8 +25,8 @@ class ServeModels:
         self.translation = translator.options(stream=True)
         self.chat_model = chat.options(stream=True)
 
-    def detect(self, text: str) -> DeploymentResponse:
-        return self.detector.read.remote(text)
+    def detect(self, text: str, conversation: str | None = None) -> DeploymentResponse:
+        return self.detector.read.remote(text, conversation)
 
     def to_english(self, text: str, language: str) -> DeploymentResponse:
         return self.translator.translate.remote(text, language, ENGLISH)

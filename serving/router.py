@@ -46,7 +46,7 @@ from serving.openai_api import (
     sse,
     status_for,
 )
-from serving.protocol import ChatRequest, parse_request
+from serving.protocol import parse_request
 from serving.security import bearer, origin_allowed, token_matches
 from serving.turn import TurnPipeline
 
@@ -231,9 +231,7 @@ class Router:
             )
             history, message = split_conversation(body)
             turn = parse_request({"message": message, "history": history}, self.settings)
-            turn = ChatRequest(
-                message=turn.message, history=await self.turns.history_in_english(turn.history)
-            )
+            turn = await self.turns.in_english(turn)
             events = self.turns.run(turn, "openai", generation_options(body))
             await anext(events)  # the start event: refusals (busy, too long) are still HTTP
             if body.stream:

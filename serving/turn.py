@@ -34,8 +34,8 @@ from serving.sentences import Segment, SentenceBuffer, Verbatim, separator_after
 T = TypeVar("T", covariant=True)
 
 # English versions of texts in the users' languages that this replica has seen (OpenAI clients
-# send their history in the user's language): a conversation's history is translated once, not
-# at every turn.
+# send their history in the user's language), with their language: a conversation's history is
+# translated once, not at every turn.
 ENGLISH_CACHE_SIZE = 4096
 
 
@@ -48,8 +48,9 @@ class Stream(Protocol[T]):
 
 
 class TurnModels(Protocol):
-    async def detect(self, text: str) -> Detection:
-        """The language the turn speaks (a served one, or English), and why when English."""
+    async def detect(self, text: str, conversation: str | None = None) -> Detection:
+        """The language the turn speaks (a served one, or English), and why when English;
+        a text too short to tell is read in ``conversation``'s language, if served."""
 
     async def to_english(self, text: str, language: str) -> str:
         """A text in ``language`` (a served one) in English, whole."""
@@ -134,7 +135,7 @@ class TurnPipeline:
         self.models = models
         self.settings = settings
         self.observer = observer
-        self._english: OrderedDict[str, str] = OrderedDict()
+        self._english: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
 
     async def run(
         self, request: ChatRequest, api: str, options: dict[str, Any] | None = None
@@ -146,7 +147,8 @@ class TurnPipeline:
         """
         started = time.monotonic()
         silence = self.settings.model_silence_s
-        detection: Detection = await answered(self.models.detect(request.message), silence)
+        detected = self.models.detect(request.message, request.language)
+        detection: Detection = await answered(detected, silence)
         language = detection.language
         self.observer.turn(language, api)
         message_en = request.message
@@ -189,8 +191,8 @@ class TurnPipeline:
         self.observer.generated(end.completion_tokens)
         text, text_en = "".join(shown).strip(), "".join(reply_en).strip()
         if translated:
-            self._remember(request.message, message_en)
-            self._remember(text, text_en)
+            self._remember(request.message, message_en, detection)
+            self._remember(text, text_en, Detection(language))
         yield DoneEvent(
             reply=text,
             reply_en=text_en,
@@ -205,33 +207,39 @@ class TurnPipeline:
             finish_reason=end.finish_reason,
         )
 
-    async def history_in_english(self, history: list[HistoryEntry]) -> list[HistoryEntry]:
-        """A client's history (OpenAI clients send it in the user's language) as the model
-        reads it."""
-        english = await asyncio.gather(*(self._to_english(entry.content) for entry in history))
-        return [
-            HistoryEntry(role=entry.role, content=text)
-            for entry, text in zip(history, english, strict=True)
+    async def in_english(self, request: ChatRequest) -> ChatRequest:
+        """An OpenAI client's turn, whose history is in the user's language, as the model reads
+        it: each entry in English, and the conversation's language, that of the latest entry
+        whose text told its language (a served one, or English)."""
+        read = await asyncio.gather(*(self._to_english(entry.content) for entry in request.history))
+        history = [
+            HistoryEntry(role=entry.role, content=english)
+            for entry, (english, _) in zip(request.history, read, strict=True)
         ]
+        told = [language for _, language in read if language is not None]
+        language = told[-1] if told else request.language
+        return request.model_copy(update={"history": history, "language": language})
 
-    def _remember(self, text: str, english: str) -> None:
-        self._english[text] = english
+    def _remember(self, text: str, english: str, detection: Detection) -> None:
+        self._english[text] = (english, detection.language if detection.confident else None)
         self._english.move_to_end(text)
         while len(self._english) > ENGLISH_CACHE_SIZE:
             self._english.popitem(last=False)
 
-    async def _to_english(self, text: str) -> str:
-        """A history entry in English: known already, detected English, or translated."""
+    async def _to_english(self, text: str) -> tuple[str, str | None]:
+        """A history entry in English (known already, detected English, or translated), and
+        its language where its text tells it."""
         if (known := self._english.get(text)) is not None:
             return known
         if not text.strip():
-            return text
-        language = (await self.models.detect(text)).language
-        if language == ENGLISH:
-            return text
-        english = await self.models.to_english(text, language)
-        self._remember(text, english)
-        return english
+            return text, None
+        detection = await self.models.detect(text)
+        language = detection.language if detection.confident else None
+        if detection.language == ENGLISH:
+            return text, language
+        english = await self.models.to_english(text, detection.language)
+        self._remember(text, english, detection)
+        return english, language
 
     @staticmethod
     async def _relay(english: AsyncIterator[str], sink: list[str]) -> AsyncIterator[DeltaEvent]:

@@ -20,6 +20,7 @@ from tests.support import (
     graph_at,
     one_turn,
     post_chat,
+    read_turn,
     send_turn,
     until_deltas,
     ws_turn,
@@ -83,6 +84,30 @@ def test_websocket_carries_several_turns_including_french_with_history(tiny_app:
     position = 0
     for source in sources:
         position = french_done.reply_en.index(source, position) + len(source)
+
+
+def test_a_short_message_goes_on_in_the_conversation_s_language(tiny_app: str):
+    """ "Oui, merci" is too short to tell: in a French conversation (the request's
+    ``language``) it is French, translated both ways; alone, English with the reason."""
+    history = [{"role": "user", "content": "Hello"}, {"role": "assistant", "content": "Hi!"}]
+
+    async def turns() -> tuple[list, list]:
+        async with websockets.connect(api_ws_url(tiny_app)) as socket:
+            turn = {"message": "Oui, merci", "history": history, "language": "fr"}
+            await socket.send(json.dumps(turn))
+            french = await read_turn(socket)
+            alone = await ws_turn(socket, "Oui, merci", history)
+            return french, alone
+
+    french, alone = asyncio.run(turns())
+    assert french[0].language == french[-1].language == "fr"
+    assert french[0].reason == "continued" and french[-1].message_en != "Oui, merci"
+    assert alone[0].language == alone[-1].language == "en" and alone[0].reason == "unsure"
+    assert alone[-1].message_en == "Oui, merci"
+    answer = post_chat(tiny_app, "Oui, merci", history=history, language="fr")
+    assert answer.status_code == 200 and answer.json()["language"] == "fr"
+    wrong = post_chat(tiny_app, "Oui, merci", language=["fr"])
+    assert wrong.status_code == 422 and "'language'" in wrong.json()["error"]["message"]
 
 
 def test_websocket_bad_frames_get_error_events_and_the_socket_stays_usable(tiny_app: str):

@@ -17,6 +17,9 @@ print(compute_average([]))
 ```"""
 
 
+UNSURE = Detection("en", reason="unsure", confident=False)
+
+
 @pytest.fixture(scope="module")
 def detector() -> LanguageDetector:
     return LanguageDetector(DetectorSettings(), served=["fr"])
@@ -36,15 +39,15 @@ def detector() -> LanguageDetector:
         ("¿Qué puedo cocinar con arroz?", Detection("en", heard="es", reason="unserved")),
         ("Come posso dormire meglio?", Detection("en", heard="it", reason="unserved")),
         # Too short to tell (below detector.min_confidence): English, and no guess named.
-        ("merci", Detection("en", reason="unsure")),
-        ("👍", Detection("en", reason="unsure")),
+        ("merci", UNSURE),
+        ("👍", UNSURE),
         # Code is not read: the words around it tell the language, however long it is.
         (f"Pourquoi ce code plante ?\n{CODE}", Detection("fr")),
-        (CODE, Detection("en")),  # nothing to translate, nothing to tell the person
+        (CODE, Detection("en", confident=False)),  # nothing to translate, nor to tell
         ("Que fait `git rebase --interactive HEAD~3` ?", Detection("fr")),
         ("Comment utiliser `console.log(JSON.stringify(obj, null, 2))` ?", Detection("fr")),
-        ("`ls -la`", Detection("en")),
-        ("", Detection("en", reason="unsure")),
+        ("`ls -la`", Detection("en", confident=False)),
+        ("", UNSURE),
     ],
 )
 def test_reads_served_english_unserved_and_unsure_messages(
@@ -52,6 +55,39 @@ def test_reads_served_english_unserved_and_unsure_messages(
 ):
     assert detector.read(text) == detection
     assert detector.detect(text) == detection.language
+
+
+@pytest.mark.parametrize(
+    "text", ["Oui", "Merci !", "Et toi ?", "Oui, merci", "D'accord", "ok", "👍", CODE]
+)
+def test_a_message_too_short_to_tell_continues_a_french_conversation_in_french(
+    detector: LanguageDetector, text: str
+):
+    """Read alone, each is English ("D'accord" weakly: 0.30 English, 0.24 French); in a
+    French conversation a French speaker's "Oui" gets its answer in French."""
+    assert detector.read(text, conversation="fr") == Detection(
+        "fr", reason="continued", confident=False
+    )
+    alone = detector.read(text)
+    assert alone.language == "en" and not alone.confident
+    # In English, English, with no note that it was too short to tell.
+    assert detector.read(text, conversation="en") == Detection(
+        "en", reason="continued", confident=False
+    )
+    # Nothing served to continue: as alone.
+    for conversation in ("de", "xx"):
+        assert detector.read(text, conversation=conversation) == alone
+
+
+def test_a_message_that_tells_its_language_ends_the_conversation_s(detector: LanguageDetector):
+    # lingua gives these plain questions 0.27 and 0.36 English: under min_confidence, but
+    # far ahead of the next language.
+    for text in ("How do I cook rice?", "Hello, how are you?", "Hello, how are you today?"):
+        assert detector.read(text, conversation="fr") == Detection("en"), text
+    assert detector.read("Wie geht es dir heute?", conversation="fr") == Detection(
+        "en", heard="de", reason="unserved"
+    )
+    assert detector.read("Bonjour, comment ça va ?", conversation="en") == Detection("fr")
 
 
 def test_a_message_with_no_letters_reads_the_same_from_every_detector():
@@ -62,7 +98,7 @@ def test_a_message_with_no_letters_reads_the_same_from_every_detector():
         for text in ("👍", "123")
         for _ in range(8)
     ]
-    assert all(reading == Detection("en", reason="unsure") for reading in readings), readings
+    assert all(reading == UNSURE for reading in readings), readings
 
 
 def test_a_served_language_that_clearly_leads_a_sentence_is_read_under_min_confidence():
@@ -72,12 +108,11 @@ def test_a_served_language_that_clearly_leads_a_sentence_is_read_under_min_confi
     passes nothing on to the served one after it."""
     served = ["fr", "es", "de", "it", "pt", "nl"]
     detector = LanguageDetector(DetectorSettings(), served=served)
-    unsure = Detection("en", reason="unsure")
     assert detector.read("Quali sono i benefici del tè verde?") == Detection("it")
-    assert detector.read("Comment puis-je") == unsure  # fr 0.40, 4 times the next
-    assert detector.read("Quina hora és ara a Barcelona?") == unsure  # ca 0.43, es 0.23
+    assert detector.read("Comment puis-je") == UNSURE  # fr 0.40, 4 times the next
+    assert detector.read("Quina hora és ara a Barcelona?") == UNSURE  # ca 0.43, es 0.23
     strict = LanguageDetector(DetectorSettings(lead_min_words=100), served=served)
-    assert strict.read("Quali sono i benefici del tè verde?") == unsure
+    assert strict.read("Quali sono i benefici del tè verde?") == UNSURE
 
 
 def test_a_served_language_is_a_setting():

@@ -221,6 +221,25 @@ def test_a_french_conversation_streams_translated_and_its_history_is_translated_
     assert 0 < second_fr_en < first_fr_en
 
 
+def test_a_short_message_goes_on_in_the_language_of_the_openai_history(tiny_app: str):
+    """OpenAI clients send no ``language``: "Oui, merci" after French history is French (its
+    reply goes through the en->fr translator); alone, English (it does not)."""
+    client = _client(tiny_app)
+    french = [
+        {"role": "user", "content": "Bonjour, je voudrais visiter Paris cet été."},
+        {"role": "assistant", "content": "C'est une excellente idée, la ville est très belle."},
+    ]
+
+    def translated_reply(messages: list[dict]) -> int:
+        before = _activity("Translator", of=("en", "fr"))["steps"]
+        reply = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=8)
+        assert reply.choices[0].message.content.strip()
+        return _activity("Translator", of=("en", "fr"))["steps"] - before
+
+    assert translated_reply([*french, {"role": "user", "content": "Oui, merci"}]) > 0
+    assert translated_reply([{"role": "user", "content": "Oui, merci"}]) == 0
+
+
 def test_refusals_are_openai_errors(tiny_app: str):
     client = _client(tiny_app)
     with pytest.raises(openai.NotFoundError) as missing:

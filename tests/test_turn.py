@@ -90,6 +90,8 @@ FRENCH = {  # what the scripted translators know, both ways
     "Je vais bien.": "I am fine.",
     "Merci de demander !": "Thanks for asking!",
     "Et toi ?": "And you?",
+    "Oui": "Yes",
+    "ok": "ok",
 }
 SPANISH = {
     "¿Hola, cómo estás?": "Hello, how are you?",
@@ -99,6 +101,7 @@ SPANISH = {
 }
 SERVED = {"fr": FRENCH, "es": SPANISH}  # the languages the scripted models translate
 POLISH = {"Jak się dzisiaj masz?"}  # a language they do not
+TOO_SHORT = {"Oui", "ok"}  # to tell a language by, as the real detector finds them
 
 
 class ScriptedStream:
@@ -137,8 +140,12 @@ class ScriptedModels:
         self.calls: list[tuple] = []
         self.streams: list[ScriptedStream] = []
 
-    async def detect(self, text: str) -> Detection:
-        self.calls.append(("detect", text))
+    async def detect(self, text: str, conversation: str | None = None) -> Detection:
+        self.calls.append(("detect", text, conversation))
+        if text in TOO_SHORT:
+            if conversation in (*SERVED, "en"):
+                return Detection(conversation, reason="continued", confident=False)
+            return Detection("en", reason="unsure", confident=False)
         for code, known in SERVED.items():
             if text in known:
                 return Detection(code)
@@ -200,8 +207,14 @@ def _pipeline(models: ScriptedModels, silence: float = 5) -> tuple[TurnPipeline,
     return TurnPipeline(models, settings, recorder), recorder
 
 
-def _turn(pipeline: TurnPipeline, message: str, history: list[dict] | None = None, **kw) -> list:
-    request = ChatRequest(message=message, history=history or [])
+def _turn(
+    pipeline: TurnPipeline,
+    message: str,
+    history: list[dict] | None = None,
+    language: str | None = None,
+    **kw,
+) -> list:
+    request = ChatRequest(message=message, history=history or [], language=language)
 
     async def collect() -> list:
         return [event async for event in pipeline.run(request, "websocket", **kw)]
@@ -228,7 +241,7 @@ def test_an_english_turn_streams_the_model_s_pieces_and_ends_with_its_usage():
     }
     assert done.finish_reason == "length" and done.history_dropped == 1
     assert models.calls == [
-        ("detect", "How are you?"),
+        ("detect", "How are you?", None),
         ("chat", history, "How are you?", {"max_new_tokens": 9}),
     ]
     assert recorder.seen == [
@@ -305,8 +318,9 @@ def test_a_third_language_goes_through_its_own_translations_and_metrics():
     assert recorder.seen.count(("translated", "en-es")) == 3
     # An OpenAI client's Spanish history is read in English through the same translator.
     history = [HistoryEntry(role="user", content="¡Gracias por preguntar!")]
-    english = asyncio.run(pipeline.history_in_english(history))
-    assert [entry.content for entry in english] == ["Thanks for asking!"]
+    turn = asyncio.run(pipeline.in_english(ChatRequest(message="¿Y tú?", history=history)))
+    assert [entry.content for entry in turn.history] == ["Thanks for asking!"]
+    assert turn.message == "¿Y tú?" and turn.language == "es"
     assert models.calls[-1] == ("to_english", "¡Gracias por preguntar!", "es")
 
 
@@ -321,20 +335,70 @@ def test_french_history_is_translated_once_and_a_turn_s_own_french_is_remembered
         HistoryEntry(role="assistant", content="Je vais bien. Merci de demander ! Et toi ?"),
         HistoryEntry(role="user", content="Merci de demander !"),
     ]
-    english = asyncio.run(pipeline.history_in_english(history))
-    assert [entry.content for entry in english] == [
+    english = asyncio.run(pipeline.in_english(ChatRequest(message="Oui", history=history)))
+    assert [entry.content for entry in english.history] == [
         "Hello, how are you?",
         "I am fine. Thanks for asking! And you?",
         "Thanks for asking!",
     ]
-    assert [entry.role for entry in english] == ["user", "assistant", "user"]
+    assert [entry.role for entry in english.history] == ["user", "assistant", "user"]
     # The turn's own message and reply came from its cache; only the new entry was translated.
     assert [call for call in models.calls if call[0] == "to_english"] == [
         ("to_english", "Merci de demander !", "fr")
     ]
     models.calls.clear()
-    asyncio.run(pipeline.history_in_english(history))
+    asyncio.run(pipeline.in_english(ChatRequest(message="Oui", history=history)))
     assert [call for call in models.calls if call[0] == "to_english"] == []
+
+
+def test_a_message_too_short_to_tell_continues_in_the_conversation_s_language():
+    models = ScriptedModels(REPLY)
+    pipeline, recorder = _pipeline(models)
+    history = [{"role": "user", "content": "Hello, how are you?"}]
+    start, *deltas, done = _turn(pipeline, "Oui", history, language="fr")
+
+    assert ("detect", "Oui", "fr") in models.calls
+    assert start.language == done.language == "fr" and start.reason == "continued"
+    assert ("to_english", "Oui", "fr") in models.calls and done.message_en == "Yes"
+    assert done.reply == "Je vais bien. Merci de demander ! Et toi ?"
+    assert ("turn", "fr", "websocket") in recorder.seen
+
+    # A new conversation has nothing to continue: English, as too short to tell; an English
+    # one goes on in English.
+    for language, reason in ((None, "unsure"), ("en", "continued")):
+        start, *_, done = _turn(pipeline, "Oui", history, language=language)
+        assert start.language == done.language == "en" and start.reason == reason
+        assert done.message_en == "Oui"
+    # A message that tells its own language needs none (an English one ends the French).
+    start, *_ = _turn(pipeline, "¿Y tú?", history, language="fr")
+    assert start.language == "es" and start.reason is None
+
+
+def test_an_openai_history_gives_its_conversation_s_language_to_a_short_message():
+    """OpenAI clients send no ``language``: the latest history entry whose text tells its
+    language (a short one does not) stands for it."""
+    models = ScriptedModels(REPLY)
+    pipeline, _ = _pipeline(models)
+
+    def language_of(*texts: str) -> str | None:
+        history = [
+            HistoryEntry(role="user" if index % 2 == 0 else "assistant", content=text)
+            for index, text in enumerate(texts)
+        ]
+        return asyncio.run(pipeline.in_english(ChatRequest(message="ok", history=history))).language
+
+    assert language_of("Bonjour, comment vas-tu ?", "Je vais bien.", "Oui") == "fr"
+    assert language_of("Bonjour, comment vas-tu ?", "I am fine.", "ok") == "en"
+    assert language_of("¿Hola, cómo estás?", "Je vais bien.") == "fr"  # the latest one
+    assert language_of("Oui", "ok") is None and language_of() is None
+    # The turn then continues it, as on the WebSocket.
+    history = [HistoryEntry(role="user", content="Bonjour, comment vas-tu ?")]
+    turn = asyncio.run(pipeline.in_english(ChatRequest(message="ok", history=history)))
+
+    async def start():
+        return await anext(pipeline.run(turn, "openai"))
+
+    assert asyncio.run(start()).language == "fr"
 
 
 @pytest.mark.parametrize("message", ["How are you?", "Bonjour, comment vas-tu ?"])

@@ -191,6 +191,22 @@ def test_turns_that_are_not_the_page_s_are_refused_with_what_to_send(client: Cli
     assert len(more) == 2 and more[0] == turns[0]
 
 
+def test_a_short_answer_in_a_french_conversation_gets_a_french_reply(client: Client):
+    """The page sends the conversation's language: "Oui, merci", too short to tell alone
+    (English, and the page says why), goes on in French after a French turn, and in English
+    after an English one, with no note."""
+    _, turns, _, _ = client.predict("Bonjour, comment allez-vous ?", api_name="/chat")
+    assert turns[-1]["language"] == "fr"
+    _, turns, _, notice = client.predict("Oui, merci", turns, api_name="/chat")
+    assert turns[-1]["language"] == "fr" and turns[-1]["user_en"] != "Oui, merci"
+    assert notice == ""
+    _, alone, _, notice = client.predict("Oui, merci", api_name="/chat")
+    assert alone[-1]["language"] == "en" and "too short" in notice
+    # That conversation is in English now: the same words go on in English, with no note.
+    _, alone, _, notice = client.predict("Oui, merci", alone, api_name="/chat")
+    assert alone[-1]["language"] == "en" and notice == ""
+
+
 def test_the_page_says_when_old_turns_left_the_models_view(client: Client):
     long_turn = {**ENGLISH, "user": "What would you like to eat tonight? " * 8}
     long_turn["user_en"] = long_turn["user"]

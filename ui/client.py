@@ -24,18 +24,24 @@ class ApiError(ChatServiceError):
 
 
 async def stream_turn(
-    api_url: str, message: str, history_en: list[dict[str, str]], token: str | None = None
+    api_url: str,
+    message: str,
+    history_en: list[dict[str, str]],
+    token: str | None = None,
+    language: str | None = None,
 ) -> AsyncIterator[Event]:
     """Send one turn and yield the API's events until ``done``; raise ``ApiError`` on ``error``.
 
-    ``token``: the API's access token, when it asks for one.
+    ``token``: the API's access token, when it asks for one. ``language``: the conversation's
+    so far, which a message too short to tell its own continues in.
     """
     headers = {"Authorization": f"Bearer {token}"} if token else None
     try:
         async with websockets.connect(
             api_url, open_timeout=10, max_size=None, additional_headers=headers
         ) as socket:
-            await socket.send(json.dumps({"message": message, "history": history_en}))
+            request = {"message": message, "history": history_en, "language": language}
+            await socket.send(json.dumps(request))
             async for raw in socket:
                 event = parse_event(raw)
                 if isinstance(event, ErrorEvent):

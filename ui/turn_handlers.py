@@ -22,7 +22,14 @@ from ui.client import ApiError, stream_turn
 from ui.conversations import Library, clean_turns
 from ui.list_handlers import listing
 from ui.reply_stream import Halt, halt_all, redrawn, until_halted
-from ui.turns import message_text, notice_for, to_history_en, to_messages, turn_at
+from ui.turns import (
+    conversation_language,
+    message_text,
+    notice_for,
+    to_history_en,
+    to_messages,
+    turn_at,
+)
 
 # What each turn handler updates: the chat window, the stored turns, the text box, the notice.
 UNCHANGED = (gr.skip(), gr.skip(), gr.skip(), gr.skip())
@@ -92,7 +99,13 @@ class TurnHandlers:
         running.add(halt)
         try:
             yield shown, turns, box_after, notice_for(turns)
-            stream = stream_turn(self.api_url, message, to_history_en(turns), self.api_token)
+            stream = stream_turn(
+                self.api_url,
+                message,
+                to_history_en(turns),
+                self.api_token,
+                conversation_language(turns),
+            )
             events = until_halted(redrawn(stream), halt)
             async for event in events:
                 if isinstance(event, StartEvent):

@@ -53,6 +53,11 @@ def to_history_en(turns: list[StoredTurn]) -> list[dict[str, str]]:
     return history
 
 
+def conversation_language(turns: list[StoredTurn]) -> str | None:
+    """The language the conversation has been in: its last turn's (None for a new one)."""
+    return turns[-1].get("language") if turns else None
+
+
 def notice_for(turns: list[StoredTurn]) -> str:
     """Says when the last message was read as English although it was not (a language not
     served, or too short to tell), and when the model no longer sees the conversation's start."""
