@@ -87,6 +87,8 @@ def parse_request(raw: str | bytes | dict[str, Any], settings: RouterSettings) -
     except ValidationError as exc:
         raise InvalidRequestError(_first_problem(exc)) from None
     request.message = clean_text(request.message)
+    if request.language is not None:  # as the events write it: "fr", not "FR "
+        request.language = request.language.strip().lower() or None
     for entry in request.history:
         entry.content = clean_text(entry.content)
     if not request.message.strip():

@@ -20,6 +20,13 @@ def test_valid_request_keeps_history_in_order():
     )
     assert request.message == "Salut"
     assert [turn.role for turn in request.history] == ["user", "assistant"]
+    assert request.language is None  # a new conversation, or a client that does not say
+
+
+@pytest.mark.parametrize(("given", "read"), [("fr", "fr"), (" FR ", "fr"), ("", None)])
+def test_the_conversation_s_language_is_read_as_the_events_write_it(given: str, read: str):
+    request = parse_request({"message": "Oui", "language": given}, SETTINGS)
+    assert request.language == read
 
 
 @pytest.mark.parametrize(
@@ -36,6 +43,8 @@ def test_valid_request_keeps_history_in_order():
             "'history[0].role' must be",
         ),
         ('{"message": "hi", "history": [{"role": "user"}]}', "'history[0].content' is missing"),
+        ('{"message": "hi", "language": ["fr"]}', "'language' is not valid"),
+        ('{"message": "hi", "language": "' + "x" * 17 + '"}', "'language' is not valid"),
         (
             '{"message": "hi", "history": ['
             + ",".join(['{"role": "user", "content": "a"}'] * 3)
