@@ -83,7 +83,9 @@ class LanguageDetector:
             return Detection(ENGLISH, reason="unsure", confident=False)  # a guess is not named
         if code in self.served:
             return Detection(code)
-        return Detection(ENGLISH, heard=code, reason="unserved")
+        # Named, but on a word or two a guess: lingua gives "Sí" 0.52 Czech.
+        told = len(text.split()) >= self.settings.lead_min_words
+        return Detection(ENGLISH, heard=code, reason="unserved", confident=told)
 
     def _leads(self, code: str, text: str, values: list[ConfidenceValue]) -> bool:
         """Whether the likeliest language is a served one, or English, that clearly leads in

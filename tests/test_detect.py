@@ -79,6 +79,20 @@ def test_a_message_too_short_to_tell_continues_a_french_conversation_in_french(
         assert detector.read(text, conversation=conversation) == alone
 
 
+def test_a_word_or_two_named_as_an_unserved_language_go_on_in_the_conversation_s():
+    """lingua names "Sí" Czech (0.52) and "¿Y tú?" Hungarian: on a word or two, a guess. In
+    a Spanish conversation they are Spanish; a sentence in Czech is still Czech."""
+    detector = LanguageDetector(DetectorSettings(), served=["fr", "es", "de", "it", "pt", "nl"])
+    for text in ("Sí", "¿Y tú?"):
+        alone = detector.read(text)
+        assert alone.reason == "unserved" and alone.heard in ("cs", "hu") and not alone.confident
+        assert detector.read(text, conversation="es") == Detection(
+            "es", reason="continued", confident=False
+        )
+    czech = "Jak se dnes máš, příteli?"
+    assert detector.read(czech, conversation="es") == Detection("en", heard="cs", reason="unserved")
+
+
 def test_a_message_that_tells_its_language_ends_the_conversation_s(detector: LanguageDetector):
     # lingua gives these plain questions 0.27 and 0.36 English: under min_confidence, but
     # far ahead of the next language.
