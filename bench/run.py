@@ -29,7 +29,7 @@ from bench.report import write_markdown, write_plot
 from bench.scenarios import concurrency, french, layers, translation
 from serving.chat import ChatModel
 from serving.config import AppConfig
-from serving.cpus import physical_cores
+from serving.cpus import physical_cores, usable_cpus
 from serving.testing.graphs import delete_graph
 from serving.testing.probes import app_memory_mib, free_port
 from serving.worker_setup import RUNTIME_ENV
@@ -102,13 +102,7 @@ def main(argv: list[str] | None = None) -> int:
 
     results: dict[str, Any] = {
         "mode": "tiny" if args.tiny else "offline",
-        "machine": {
-            "cpus": os.cpu_count(),
-            "physical_cores": physical_cores(),
-            "cpu": cpu_model(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "machine": machine(),
         "settings": {k: v for k, v in vars(args).items() if k not in ("out", "plot")},
         "engines": {},
     }
@@ -147,6 +141,19 @@ def main(argv: list[str] | None = None) -> int:
     write_plot(results, Path(args.plot))
     print(markdown)
     return 0
+
+
+def machine() -> dict[str, Any]:
+    """What the run's seconds depend on: the CPUs this process may use (a container's or a
+    taskset's share, not the host's), their physical cores and their model."""
+    cpus = usable_cpus()
+    return {
+        "cpus": len(cpus),
+        "physical_cores": physical_cores(cpus),
+        "cpu": cpu_model(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
 
 
 def cpu_model() -> str:

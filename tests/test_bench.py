@@ -10,6 +10,16 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
+def test_the_machine_is_the_cpus_this_process_may_use(monkeypatch: pytest.MonkeyPatch):
+    """A container or a taskset gives the benchmark a share of the host: that share is what
+    its seconds depend on, not the host's count."""
+    import bench.run
+
+    monkeypatch.setattr(bench.run, "usable_cpus", lambda: [0])
+    found = bench.run.machine()
+    assert found["cpus"] == found["physical_cores"] == 1 and found["cpu"]
+
+
 def test_bench_runs_on_tiny_models_and_writes_its_results(tmp_path: Path):
     out, plot = tmp_path / "results.json", tmp_path / "plot.png"
     command = [sys.executable, "-m", "bench.run", "--tiny", "--requests", "2", "--tokens", "24"]
