@@ -9,7 +9,9 @@ language's own few-shot examples, as the service prompts it) and reports:
 - the share of the chat model's own list items (eval/pairs/list_items.txt), English->X, whose
   text after the title lingua reads as English (an item the translator copied);
 - the service's detector on short messages: the first 1, 2, 3 and 5 words of each sentence,
-  and the whole sentence (which min_confidence sends to English, which it takes for another);
+  and the whole sentence (which min_confidence sends to English, which it takes for another),
+  alone and in a conversation in that language (the request's ``language``), where the English
+  sentences' starts show how often a turn in English still switches to English;
 - the same detector on the sentences of eval/pairs/unserved.tsv, in the languages it knows
   but does not serve: how often it names them, and how often it takes one for a served
   language (which would translate the turn from the wrong language);
@@ -72,9 +74,10 @@ def read_list_items() -> list[str]:
     return [line for line in items if (p := Parts.of(line)).titles and len(p.text.split()) >= 4]
 
 
-def read_unserved() -> dict[str, list[str]]:
-    """Sentences in languages the detector knows but the service does not serve, by code."""
-    lines = (HERE / "pairs" / "unserved.tsv").read_text(encoding="utf-8").splitlines()[1:]
+def read_unserved(name: str = "unserved.tsv") -> dict[str, list[str]]:
+    """Sentences in languages the detector knows but the service does not serve, by code (or,
+    from ``short_replies.tsv``, short replies in the served languages)."""
+    lines = (HERE / "pairs" / name).read_text(encoding="utf-8").splitlines()[1:]
     by_code: dict[str, list[str]] = {}
     for code, sentence in (line.split("\t") for line in lines if line.strip()):
         by_code.setdefault(code, []).append(sentence)
@@ -93,10 +96,16 @@ async def translate_all(
     return await asyncio.gather(*(one(text) for text in texts))
 
 
-def _read_starts(detector: LanguageDetector, sentences: list[str], words: int | None) -> list:
-    """The detector's reading of each sentence's first ``words`` words (None: all of it)."""
+def _read_starts(
+    detector: LanguageDetector,
+    sentences: list[str],
+    words: int | None,
+    conversation: str | None = None,
+) -> list:
+    """The detector's reading of each sentence's first ``words`` words (None: all of it), in
+    a conversation in ``conversation``'s language (None: a new one)."""
     return [
-        detector.read(" ".join(sentence.split()[:words]) if words else sentence)
+        detector.read(" ".join(sentence.split()[:words]) if words else sentence, conversation)
         for sentence in sentences
     ]
 
@@ -116,6 +125,31 @@ def detection(detector: LanguageDetector, code: str, sources: list[str]) -> dict
             "to_english": english / len(found),
         }
     return rows
+
+
+def in_conversation(
+    detector: LanguageDetector, code: str, sources: list[str], english: list[str]
+) -> dict:
+    """The detector in a conversation in ``code`` (the request's ``language``), on the same
+    starts: how often it reads them as ``code`` (a start too short to tell goes on in it), and
+    how often it reads the English sentences' starts as English (the turn switches)."""
+    rows = {}
+    for words in PREFIXES:
+        found = _read_starts(detector, sources, words, code)
+        switched = _read_starts(detector, english, words, code)
+        rows["all" if words is None else f"{words}w"] = {
+            "read": sum(d.language == code for d in found) / len(found),
+            "english_read_as_english": sum(d.language == "en" for d in switched) / len(switched),
+        }
+    return rows
+
+
+def _share_read(
+    detector: LanguageDetector, texts: list[str], code: str, conversation: str | None
+) -> float | None:
+    """The share of ``texts`` that the detector reads as ``code``."""
+    found = [detector.read(text, conversation).language == code for text in texts]
+    return round(statistics.fmean(found), 3) if found else None
 
 
 def unserved_detection(detector: LanguageDetector, code: str, sentences: list[str]) -> dict:
@@ -150,6 +184,7 @@ async def evaluate(args: argparse.Namespace) -> dict:
 
     translator = Translator(settings, args.languages, engine=lambda *_: engine)  # as served
     list_items = read_list_items()[: args.limit]
+    replies = read_unserved("short_replies.tsv")
 
     results = {}
     for code in args.languages:
@@ -171,6 +206,11 @@ async def evaluate(args: argparse.Namespace) -> dict:
             "list_items_in_english": round(statistics.fmean(copied), 3) if copied else None,
             "seconds": round(time.monotonic() - clock, 1),
             "detector": detection(detector, code, sources),
+            "in_conversation": in_conversation(detector, code, sources, english),
+            "short_replies": {
+                "alone": _share_read(detector, replies.get(code, []), code, None),
+                "in_conversation": _share_read(detector, replies.get(code, []), code, code),
+            },
             "samples": [
                 {"source": s, "to_english": e, "english": r, "from_english": x}
                 for s, e, r, x in list(zip(sources, hyp_en, english, hyp_xx, strict=True))[:3]
@@ -318,6 +358,35 @@ def table(report: dict) -> str:
         ]
         lines.append(f"| {code} | {' | '.join(cells)} |")
     lines += ["", "(read / taken for another / to English)"]
+    lines += [
+        "",
+        "The same starts in a conversation in their language (the request's `language`): "
+        "share read as that language (a start too short to tell goes on in it); and the "
+        "English sentences' starts in that conversation: share read as English (the turn "
+        "switches to English).",
+        "",
+        "| language | 1 word | 2 words | 3 words | 5 words | sentence |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for code, row in report["languages"].items():
+        cells = [
+            f"{found['read']:.0%} / {found['english_read_as_english']:.0%}"
+            for found in row["in_conversation"].values()
+        ]
+        lines.append(f"| {code} | {' | '.join(cells)} |")
+    lines += ["", "(read as the language / English starts read as English)"]
+    lines += [
+        "",
+        'The short replies of `eval/pairs/short_replies.tsv` (ten a language: "Oui", '
+        '"Sí", "Danke"): share read as their language, alone and in a conversation in it.',
+        "",
+        "| language | alone | in its conversation |",
+        "| --- | --- | --- |",
+    ]
+    for code, row in report["languages"].items():
+        short = row.get("short_replies") or {}
+        if short.get("alone") is not None:
+            lines.append(f"| {code} | {short['alone']:.0%} | {short['in_conversation']:.0%} |")
     lines += [
         "",
         "The same detector on sentences in languages it knows but the service does not serve "
