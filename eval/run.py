@@ -74,9 +74,10 @@ def read_list_items() -> list[str]:
     return [line for line in items if (p := Parts.of(line)).titles and len(p.text.split()) >= 4]
 
 
-def read_unserved(name: str = "unserved.tsv") -> dict[str, list[str]]:
-    """Sentences in languages the detector knows but the service does not serve, by code (or,
-    from ``short_replies.tsv``, short replies in the served languages)."""
+def read_by_language(name: str) -> dict[str, list[str]]:
+    """The texts of ``eval/pairs/<name>`` (a header, then ``code<TAB>text`` lines) by code:
+    ``unserved.tsv``'s sentences in languages the detector knows but the service does not
+    serve, ``short_replies.tsv``'s replies in the served ones."""
     lines = (HERE / "pairs" / name).read_text(encoding="utf-8").splitlines()[1:]
     by_code: dict[str, list[str]] = {}
     for code, sentence in (line.split("\t") for line in lines if line.strip()):
@@ -184,7 +185,7 @@ async def evaluate(args: argparse.Namespace) -> dict:
 
     translator = Translator(settings, args.languages, engine=lambda *_: engine)  # as served
     list_items = read_list_items()[: args.limit]
-    replies = read_unserved("short_replies.tsv")
+    replies = read_by_language("short_replies.tsv")
 
     results = {}
     for code in args.languages:
@@ -233,7 +234,7 @@ async def evaluate(args: argparse.Namespace) -> dict:
         row["misses"] = reasons
     unserved = {
         code: unserved_detection(detector, code, sentences)
-        for code, sentences in read_unserved().items()
+        for code, sentences in read_by_language("unserved.tsv").items()
     }
     # Judged among English and the served languages, where the chat model drifts, and without
     # names: with every language, "The capital of Portugal is Lisbon." reads as Latin.

@@ -50,7 +50,8 @@ class Stream(Protocol[T]):
 class TurnModels(Protocol):
     async def detect(self, text: str, conversation: str | None = None) -> Detection:
         """The language the turn speaks (a served one, or English), and why when English;
-        a text too short to tell is read in ``conversation``'s language, if served."""
+        a text too short to tell is read in ``conversation``'s language, if it is English or
+        served."""
 
     async def to_english(self, text: str, language: str) -> str:
         """A text in ``language`` (a served one) in English, whole."""
