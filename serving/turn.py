@@ -212,14 +212,32 @@ class TurnPipeline:
         """An OpenAI client's turn, whose history is in the user's language, as the model reads
         it: each entry in English, and the conversation's language, that of the latest entry
         whose text told its language (a served one, or English)."""
-        read = await asyncio.gather(*(self._to_english(entry.content) for entry in request.history))
+        entries = request.history
+        read = list(await asyncio.gather(*(self._to_english(entry.content) for entry in entries)))
+        # An entry too short to tell ("Oui") went on in the language of the conversation
+        # before it, as its own turn did: it is read again in that language.
+        before: list[str | None] = []
+        language = None
+        for _, told in read:
+            before.append(language)
+            language = told or language
+        again = [
+            i
+            for i, (_, told) in enumerate(read)
+            if told is None and before[i] not in (None, ENGLISH)
+        ]
+        found = await asyncio.gather(
+            *(self._to_english(entries[i].content, before[i]) for i in again)
+        )
+        for index, english in zip(again, found, strict=True):
+            read[index] = english
         history = [
             HistoryEntry(role=entry.role, content=english)
-            for entry, (english, _) in zip(request.history, read, strict=True)
+            for entry, (english, _) in zip(entries, read, strict=True)
         ]
-        told = [language for _, language in read if language is not None]
-        language = told[-1] if told else request.language
-        return request.model_copy(update={"history": history, "language": language})
+        return request.model_copy(
+            update={"history": history, "language": language or request.language}
+        )
 
     def _remember(self, text: str, english: str, detection: Detection) -> None:
         self._english[text] = (english, detection.language if detection.confident else None)
@@ -227,14 +245,17 @@ class TurnPipeline:
         while len(self._english) > ENGLISH_CACHE_SIZE:
             self._english.popitem(last=False)
 
-    async def _to_english(self, text: str) -> tuple[str, str | None]:
+    async def _to_english(
+        self, text: str, conversation: str | None = None
+    ) -> tuple[str, str | None]:
         """A history entry in English (known already, detected English, or translated), and
-        its language where its text tells it."""
+        its language where its text tells it; one too short to tell is read in
+        ``conversation``'s."""
         if (known := self._english.get(text)) is not None:
             return known
         if not text.strip():
             return text, None
-        detection = await self.models.detect(text)
+        detection = await self.models.detect(text, conversation)
         language = detection.language if detection.confident else None
         if detection.language == ENGLISH:
             return text, language

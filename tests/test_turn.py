@@ -401,6 +401,24 @@ def test_an_openai_history_gives_its_conversation_s_language_to_a_short_message(
     assert asyncio.run(start()).language == "fr"
 
 
+def test_an_openai_history_entry_too_short_to_tell_is_read_in_the_language_before_it():
+    """In an OpenAI history, "Oui" after French went on in French when it was sent: the
+    model reads "Yes". With nothing told before it, it stays as it is (read as English, as
+    its own turn was)."""
+    models = ScriptedModels(REPLY)
+
+    def history_of(*texts: str) -> list[str]:
+        pipeline, _ = _pipeline(models)  # a replica of its own: nothing remembered
+        history = [HistoryEntry(role="user", content=text) for text in texts]
+        turn = asyncio.run(pipeline.in_english(ChatRequest(message="ok", history=history)))
+        return [entry.content for entry in turn.history]
+
+    assert history_of("Bonjour, comment vas-tu ?", "Oui") == ["Hello, how are you?", "Yes"]
+    assert ("to_english", "Oui", "fr") in models.calls
+    assert history_of("Oui", "Bonjour, comment vas-tu ?") == ["Oui", "Hello, how are you?"]
+    assert history_of("Hello, how are you?", "ok") == ["Hello, how are you?", "ok"]
+
+
 @pytest.mark.parametrize("message", ["How are you?", "Bonjour, comment vas-tu ?"])
 def test_a_client_that_leaves_mid_reply_stops_every_model_stream(message: str):
     models = ScriptedModels(REPLY)
