@@ -32,7 +32,7 @@ class ChatRequest(BaseModel):
     message: str
     history: list[HistoryEntry] = Field(default_factory=list)
     # The conversation's language so far (the last ``done`` event's ``language``): a message
-    # too short or too mixed to tell its own ("Oui", "ok") is read in it, if it is served.
+    # too short or too mixed to tell its own ("Oui", "ok") is read in it (English or served).
     language: str | None = Field(None, max_length=16)
 
 
