@@ -326,6 +326,26 @@ def _reads_as(judge, text: str, code: str) -> bool:
     return found is not None and found.iso_code_639_1.name.lower() == code
 
 
+def _by_length(
+    intro: str, rows: dict[str, dict], shares: tuple[str, ...], legend: str
+) -> list[str]:
+    """A table of the detector's readings by message length (``PREFIXES``), a row a language:
+    each cell the ``shares`` of that length, as "a / b / c"."""
+    lines = [
+        "",
+        intro,
+        "",
+        "| language | 1 word | 2 words | 3 words | 5 words | sentence |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for code, by_length in rows.items():
+        cells = [
+            " / ".join(f"{found[share]:.0%}" for share in shares) for found in by_length.values()
+        ]
+        lines.append(f"| {code} | {' | '.join(cells)} |")
+    return [*lines, "", legend]
+
+
 def table(report: dict) -> str:
     lines = [
         "| language | X→English chrF | English→X chrF | replies in X | list items left in "
@@ -344,38 +364,25 @@ def table(report: dict) -> str:
         f"List items: the {report.get('list_items', 0)} titled items of "
         "`eval/pairs/list_items.txt` (the offline chat model's own), English→X; share whose "
         "text after the title lingua reads as English.",
-        "",
+    ]
+    languages = report["languages"]
+    lines += _by_length(
         "The detector with every language above served (`detector` settings as configured): "
         "share of messages of 1, 2, 3, 5 words and whole sentences that it reads right, takes "
         "for another language, or answers in English as too short to tell.",
-        "",
-        "| language | 1 word | 2 words | 3 words | 5 words | sentence |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
-    for code, row in report["languages"].items():
-        cells = [
-            f"{found['read']:.0%} / {found['misdetected']:.0%} / {found['to_english']:.0%}"
-            for found in row["detector"].values()
-        ]
-        lines.append(f"| {code} | {' | '.join(cells)} |")
-    lines += ["", "(read / taken for another / to English)"]
-    lines += [
-        "",
+        {code: row["detector"] for code, row in languages.items()},
+        ("read", "misdetected", "to_english"),
+        "(read / taken for another / to English)",
+    )
+    lines += _by_length(
         "The same starts in a conversation in their language (the request's `language`): "
         "share read as that language (a start too short to tell goes on in it); and the "
         "English sentences' starts in that conversation: share read as English (the turn "
         "switches to English).",
-        "",
-        "| language | 1 word | 2 words | 3 words | 5 words | sentence |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
-    for code, row in report["languages"].items():
-        cells = [
-            f"{found['read']:.0%} / {found['english_read_as_english']:.0%}"
-            for found in row["in_conversation"].values()
-        ]
-        lines.append(f"| {code} | {' | '.join(cells)} |")
-    lines += ["", "(read as the language / English starts read as English)"]
+        {code: row["in_conversation"] for code, row in languages.items()},
+        ("read", "english_read_as_english"),
+        "(read as the language / English starts read as English)",
+    )
     lines += [
         "",
         'The short replies of `eval/pairs/short_replies.tsv` (ten a language: "Oui", '
@@ -384,28 +391,20 @@ def table(report: dict) -> str:
         "| language | alone | in its conversation |",
         "| --- | --- | --- |",
     ]
-    for code, row in report["languages"].items():
+    for code, row in languages.items():
         short = row.get("short_replies") or {}
         if short.get("alone") is not None:
             lines.append(f"| {code} | {short['alone']:.0%} | {short['in_conversation']:.0%} |")
-    lines += [
-        "",
+    lines += _by_length(
         "The same detector on sentences in languages it knows but the service does not serve "
         "(`eval/pairs/unserved.tsv`): share that it names as that language (the turn is "
         "answered in English, and the page says why), takes for a served language, or "
         "neither (too short to tell, or named as another unserved language: answered in "
         "English all the same).",
-        "",
-        "| language | 1 word | 2 words | 3 words | 5 words | sentence |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
-    for code, rows in report.get("unserved", {}).items():
-        cells = [
-            f"{found['named']:.0%} / {found['taken_for_served']:.0%} / {found['neither']:.0%}"
-            for found in rows.values()
-        ]
-        lines.append(f"| {code} | {' | '.join(cells)} |")
-    lines += ["", "(named / taken for a served language / neither)"]
+        report.get("unserved", {}),
+        ("named", "taken_for_served", "neither"),
+        "(named / taken for a served language / neither)",
+    )
     if chat := report.get("chat"):
         sets = chat[next(iter(chat))]
         lines += [
