@@ -134,6 +134,11 @@ class Detection:
     reason: Literal["unserved", "unsure", "continued"] | None = None
     confident: bool = True
 
+    @property
+    def told(self) -> str | None:
+        """The language, where the text alone told it."""
+        return self.language if self.confident else None
+
 
 @dataclass(frozen=True)
 class PromptInfo:

@@ -192,8 +192,8 @@ class TurnPipeline:
         self.observer.generated(end.completion_tokens)
         text, text_en = "".join(shown).strip(), "".join(reply_en).strip()
         if translated:
-            self._remember(request.message, message_en, detection)
-            self._remember(text, text_en, Detection(language))
+            self._remember(request.message, message_en, detection.told)
+            self._remember(text, text_en, language)
         yield DoneEvent(
             reply=text,
             reply_en=text_en,
@@ -216,20 +216,16 @@ class TurnPipeline:
         read = list(await asyncio.gather(*(self._to_english(entry.content) for entry in entries)))
         # An entry too short to tell ("Oui") went on in the language of the conversation
         # before it, as its own turn did: it is read again in that language.
-        before: list[str | None] = []
+        again: list[tuple[int, str]] = []
         language = None
-        for _, told in read:
-            before.append(language)
+        for index, (_, told) in enumerate(read):
+            if told is None and language not in (None, ENGLISH):
+                again.append((index, language))
             language = told or language
-        again = [
-            i
-            for i, (_, told) in enumerate(read)
-            if told is None and before[i] not in (None, ENGLISH)
-        ]
         found = await asyncio.gather(
-            *(self._to_english(entries[i].content, before[i]) for i in again)
+            *(self._to_english(entries[index].content, before) for index, before in again)
         )
-        for index, english in zip(again, found, strict=True):
+        for (index, _), english in zip(again, found, strict=True):
             read[index] = english
         history = [
             HistoryEntry(role=entry.role, content=english)
@@ -239,8 +235,9 @@ class TurnPipeline:
             update={"history": history, "language": language or request.language}
         )
 
-    def _remember(self, text: str, english: str, detection: Detection) -> None:
-        self._english[text] = (english, detection.language if detection.confident else None)
+    def _remember(self, text: str, english: str, language: str | None) -> None:
+        """``language``: the text's, where it alone told it."""
+        self._english[text] = (english, language)
         self._english.move_to_end(text)
         while len(self._english) > ENGLISH_CACHE_SIZE:
             self._english.popitem(last=False)
@@ -256,12 +253,11 @@ class TurnPipeline:
         if not text.strip():
             return text, None
         detection = await self.models.detect(text, conversation)
-        language = detection.language if detection.confident else None
         if detection.language == ENGLISH:
-            return text, language
+            return text, detection.told
         english = await self.models.to_english(text, detection.language)
-        self._remember(text, english, detection)
-        return english, language
+        self._remember(text, english, detection.told)
+        return english, detection.told
 
     @staticmethod
     async def _relay(english: AsyncIterator[str], sink: list[str]) -> AsyncIterator[DeltaEvent]:
