@@ -9,12 +9,14 @@ import pytest
 from tests.pages import (
     AFTER_RELOAD_MS,
     EVENT_MS,
+    TEST_SECRET,
     bots,
     listed,
     open_page,
     send,
     settled_text,
     wait_for_list,
+    what_else_shows,
 )
 from tests.support import api_ws_url
 from ui.list_handlers import STORAGE_KEY
@@ -27,13 +29,21 @@ def chat_text(page) -> list[str]:
 
 
 def same_chat(page, texts: list[str]) -> None:
-    """Until the chat window shows ``texts``."""
-    page.wait_for_function(
-        "(texts) => JSON.stringify([...document.querySelectorAll('#chatbot .message')]"
-        ".map((m) => m.innerText.trim())) === JSON.stringify(texts)",
-        arg=texts,
-        timeout=30_000,
-    )
+    """Until the chat window shows ``texts``; if it does not, the failure says what it shows."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function(
+            "(texts) => JSON.stringify([...document.querySelectorAll('#chatbot .message')]"
+            ".map((m) => m.innerText.trim())) === JSON.stringify(texts)",
+            arg=texts,
+            timeout=EVENT_MS,
+        )
+    except PlaywrightTimeout:
+        raise AssertionError(
+            f"the chat window shows {chat_text(page)}, not {texts}; the list shows "
+            f"{listed(page)}{what_else_shows(page, TEST_SECRET)}"
+        ) from None
 
 
 def test_conversations_are_listed_switched_renamed_deleted_and_kept(browser, tiny_app: str):
@@ -138,6 +148,7 @@ def test_export_then_import_into_a_fresh_browser_gives_the_same_conversation(
     settled_text(page, bots(page).last)
     wait_for_list(page, ["Bonjour, comment allez-vous ?"])
     original = chat_text(page)
+    assert any("English original" in text for text in original)
     files = {}
     for button, name in (("#export-json", "conversation.json"), ("#export-md", "conversation.md")):
         with page.expect_download(timeout=EVENT_MS) as download:
@@ -159,8 +170,7 @@ def test_export_then_import_into_a_fresh_browser_gives_the_same_conversation(
         fresh.locator("#import").click()
     chooser.value.set_files(str(files["conversation.json"]))
     wait_for_list(fresh, ["Bonjour, comment allez-vous ?"])
-    fresh.locator("#chatbot").get_by_text("English original").wait_for(timeout=EVENT_MS)
-    assert chat_text(fresh) == original
+    same_chat(fresh, original)  # its "English original" fold included
 
     for content, says in (
         ("{not json", "not JSON"),

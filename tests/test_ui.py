@@ -332,6 +332,42 @@ def test_a_list_the_page_has_not_read_takes_up_the_stored_one_before_it_is_writt
     assert [title for title, _ in shown.choices] == [FRENCH["user"]]
 
 
+@pytest.mark.parametrize("action", ["import", "new"])
+def test_an_import_or_new_conversation_before_the_page_has_read_its_list_is_not_undone(action):
+    """On a busy machine the page's load event (which restores the list and opens the
+    conversation the browser had on screen) can be processed after a quick first action. An
+    import or a new conversation waits for it: run before it, the load switched the page back
+    to the stored conversation."""
+    from ui.conversation_files import seal, to_file
+    from ui.conversations import Library
+    from ui.list_handlers import ListHandlers
+
+    lists = ListHandlers(1 << 20, "test-secret")
+    stored = Library(1 << 20)
+    stored.record(stored.active, [ENGLISH])  # on screen when the browser last wrote its list
+    library = lists.blank()
+
+    async def race() -> tuple:
+        if action == "import":
+            first = lists.import_file(to_file("Imported", [FRENCH]), library, set())
+        else:
+            first = lists.start_new(library, set())
+        acted = asyncio.create_task(first)
+        await asyncio.sleep(0.2)  # the action reaches the server first...
+        loaded = await lists.load(seal(stored.saved(), "test-secret"), [], library)
+        return loaded, await acted  # ...and what is drawn last is what it drew
+
+    loaded, acted = asyncio.run(race())
+    assert loaded[0] == to_messages([ENGLISH])  # the load opened the stored conversation
+    assert library.active != stored.active  # then the action, on top of the restored list
+    chat, turns, *_ = acted
+    assert turns == ([FRENCH] if action == "import" else [])
+    assert library.title() == ("Imported" if action == "import" else "")
+    assert chat == to_messages(turns)
+    assert library.turns_on_screen() == turns
+    assert library.find(stored.active).turns == [ENGLISH]  # the stored one is still listed
+
+
 def test_a_tab_writes_its_merge_back_only_when_the_other_tab_s_copy_was_behind():
     """A tab that opened before another's turn ended writes a list without that turn; the tab
     that has it merges the stale copy and writes the merge back, so storage is not left behind.

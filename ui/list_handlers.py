@@ -161,7 +161,11 @@ class ListHandlers:
         return write, listing(library), library.title(), *view
 
     async def start_new(self, library: Library, running: set[Halt]) -> tuple:
-        """A fresh conversation; a reply still streaming ends, kept in its own one."""
+        """A fresh conversation; a reply still streaming ends, kept in its own one. Pressed
+        before the page's load event has restored the list, it waits for it (as a turn does):
+        the load opens the conversation that the browser had on screen, and would switch the
+        page back to it."""
+        await library.until_restored()
         halt_all(running, keep=True)
         library.start_new()
         return _view([])
@@ -204,9 +208,11 @@ class ListHandlers:
 
     async def import_file(self, text: str, library: Library, running: set[Halt]):
         """A file from "Export JSON", added to the list and opened; a bad one changes nothing.
-        (chat window, stored turns, notice, the read file's text: emptied)"""
+        (chat window, stored turns, notice, the read file's text: emptied). Like a new
+        conversation, it waits for the page's load event to have restored the list."""
         if not text:
             return gr.skip(), gr.skip(), gr.skip(), ""
+        await library.until_restored()
         try:
             title, turns = from_file(text)
         except ConversationError as error:
