@@ -1,6 +1,6 @@
 """The benchmark: each layer of the stack against the chat model's own speed, in one run.
 
-    make bench                      # the real offline models on both engines (the README's numbers)
+    make bench                      # the real offline models on both engines (docs/benchmark.md)
     make bench ARGS="--tiny"        # tiny local models: exercises the script in a minute or two
     make bench ARGS="--engines llama.cpp"   # one engine only
 

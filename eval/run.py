@@ -24,7 +24,7 @@ language's own few-shot examples, as the service prompts it) and reports:
 
 A language qualifies for the offline profile when its X->English chrF is within 10 points of
 French's and at least 95 % of its English->X outputs come back in it. Writes eval/results.json
-and eval/results.md (the README's table).
+and eval/results.md (the table in docs/languages.md).
 """
 
 from __future__ import annotations

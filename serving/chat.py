@@ -86,7 +86,8 @@ class ChatModel(EngineDeployment):
         longer while so many replies stream (or wait for a slot) that they would send more
         than ``stream_messages_per_s`` pieces a second in all. Each piece costs CPU in this replica,
         the router and the proxy, taken from decoding; 8 replies at once streamed about 15 %
-        more tokens a second with 160 ms between pieces than with 50 (README, "Pacing")."""
+        more tokens a second with 160 ms between pieces than with 50 (docs/how-it-works.md,
+        "Pacing")."""
         cap = self.settings.stream_messages_per_s
         return max(self.settings.stream_interval_s, self.replies / cap if cap else 0.0)
 

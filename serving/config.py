@@ -126,7 +126,7 @@ class ChatSettings(StrictModel):
 
 
 # Latin-script languages that a short message in a served one is most often taken for (and
-# the reverse): ~25 MB of memory each in the detector (README, "Languages").
+# the reverse): ~25 MB of memory each in the detector (docs/languages.md).
 DETECTOR_KNOWN = ["ca", "cs", "da", "de", "es", "fi", "hu", "it", "nb", "nl", "pl", "pt", "ro"]
 DETECTOR_KNOWN += ["sv", "tr"]
 

@@ -24,7 +24,7 @@ def usable_cpus() -> list[int]:
 def physical_cores(cpus: Iterable[int] | None = None, sysfs: Path = SYSFS_CPUS) -> int:
     """The physical cores among ``cpus`` (default: ``usable_cpus()``): the two hyper-threads of
     one core count once, as in llama.cpp's and Ollama's default thread count, since the two
-    share one core's arithmetic (README, "Threads").
+    share one core's arithmetic (docs/engines.md, "Threads").
 
     Where the topology cannot be read (macOS, a sandbox without ``/sys``), each CPU counts."""
     cpus = usable_cpus() if cpus is None else list(cpus)

@@ -52,7 +52,7 @@ STOP_SEQUENCE_CHARS = 256  # each: the replica looks for them after every token
 class CompletionRequest(BaseModel):
     """The fields this service acts on or refuses. Other OpenAI options (``seed``, the
     penalties, ``logit_bias``, ``user``) are accepted and ignored: the service's own sampling
-    settings apply (README, "OpenAI-compatible API")."""
+    settings apply (docs/api.md, "OpenAI-compatible API")."""
 
     model_config = ConfigDict(extra="ignore")
 

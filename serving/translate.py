@@ -69,7 +69,7 @@ class Parts:
         text = _without_emphasis(text).strip()
         titles: list[tuple[str, str]] = []
         # A few-shot model copies a list item whole, in English, about one time in six when
-        # it starts with a name or a title (README, "Languages"): titles and text go apart.
+        # it starts with a name or a title (docs/languages.md): titles and text go apart.
         while marker and titles_apart and (title := _TITLE_END.search(text)):
             if title.start() == 0 or len(text[: title.start()].split()) > TITLE_WORDS:
                 break

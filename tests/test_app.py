@@ -450,7 +450,7 @@ def test_odd_but_legitimate_text_gets_a_normal_reply(tiny_app: str, message: str
 
 def test_deploying_the_graph_imports_neither_gradio_nor_torch():
     """`run.py` and `serve run` import the builder before Ray starts: each heavy library there
-    is seconds of a cold start spent before the first replica is asked for (README)."""
+    is seconds of a cold start spent before the first replica is asked for (docs/benchmark.md)."""
     script = (
         "import sys, serving.app; "
         "print(' '.join(sorted({'gradio', 'torch', 'transformers'} & set(sys.modules))))"

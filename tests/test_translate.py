@@ -126,7 +126,7 @@ def test_a_message_is_cut_with_its_own_language_s_rules(tiny_chat_source: Path):
 def test_a_list_item_s_titles_are_translated_apart_from_its_text(
     tiny_chat_source: Path, sentence: str, asked: list[str], translated: str
 ):
-    """A few-shot model copies such items whole, in English (README, "Languages"). A model
+    """A few-shot model copies such items whole, in English (docs/languages.md). A model
     that ends a title with a full stop of its own does not keep it."""
     model = translator(tiny_chat_source, ["de"])
     sent: list[str] = []
