@@ -11,14 +11,18 @@ import re
 from collections.abc import AsyncIterator, Callable, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from typing import TypeVar
 
 import httpx
+import pytest
 
 from serving.config import AppConfig, RouterSettings
 from serving.events import FINAL, DeltaEvent, ErrorEvent, Event, StoredTurn, parse_event
 from serving.testing.graphs import PARTS, delete_graph, deploy_graph
 from serving.testing.graphs import api_ws_url as api_ws_url  # the tests' one way to that URL
 from serving.testing.probes import free_port
+
+T = TypeVar("T")
 
 METRICS_PORT = free_port()  # Ray's Prometheus endpoint for the test cluster
 
@@ -112,6 +116,31 @@ def post_chat(base_url: str, message: str, token: str | None = None, **fields) -
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     body = {"message": message, **fields}
     return httpx.post(f"{base_url}/api/chat", json=body, headers=headers, timeout=60)
+
+
+# --- llama.cpp's slots ---
+
+
+def slot_tasks(engine) -> list[int]:
+    """The number of each llama.cpp slot's last request, from the server's own ``/slots``
+    route (-1: none yet). Numbers only grow."""
+    return [slot.get("id_task", -1) for slot in engine._call("GET", "/slots")]
+
+
+def in_separate_slots(engine, send_at_once: Callable[[], T], requests: int) -> T:
+    """What ``send_at_once()`` returns, once its ``requests`` requests took as many slots.
+
+    Requests sent together share the slots only while they overlap. On a busy machine one may
+    start after another has left its slot, and take that slot again: then they go again, five
+    times at most."""
+    for _ in range(5):
+        before = max(slot_tasks(engine))
+        result = send_at_once()
+        if sum(task > before for task in slot_tasks(engine)) == requests:
+            return result
+    pytest.fail(
+        f"{requests} requests sent at once never took {requests} slots: {slot_tasks(engine)}"
+    )
 
 
 # --- what the replicas and Ray's metrics say ---

@@ -18,6 +18,7 @@ from serving.errors import InvalidRequestError, ModelUnavailableError
 from serving.llama_engine import LlamaCppEngine
 from serving.model_config import BatchSettings, ModelSpec
 from serving.prompt_files import PromptFiles
+from tests.support import in_separate_slots
 
 GREEDY = Sampling(max_new_tokens=16)
 
@@ -82,8 +83,8 @@ def _prompt_tokens_read(engine: LlamaCppEngine) -> int:
 
 
 def _both_find(engine: LlamaCppEngine, prefix: list[int]) -> list[int]:
-    """Two requests that start with ``prefix`` at once, so in two slots: the prefix tokens
-    each found already read."""
+    """Two requests that start with ``prefix``, at once in two slots: the prefix tokens each
+    found already read."""
 
     async def both() -> list[Usage]:
         endings = ("French: Il fait beau.\nEnglish:", "French: Allons au parc.\nEnglish:")
@@ -92,7 +93,8 @@ def _both_find(engine: LlamaCppEngine, prefix: list[int]) -> list[int]:
             usage for _, usage in await asyncio.gather(*(_reply(engine, p, GREEDY) for p in asked))
         ]
 
-    return [min(usage.cached_tokens, len(prefix)) for usage in asyncio.run(both())]
+    found = in_separate_slots(engine, lambda: asyncio.run(both()), requests=2)
+    return [min(usage.cached_tokens, len(prefix)) for usage in found]
 
 
 def test_a_prompt_read_ahead_is_kept_on_disk_and_the_next_start_restores_it(

@@ -12,6 +12,7 @@ from serving.events import Working
 from serving.languages import language
 from serving.model_config import GenerationSettings, ModelSpec
 from serving.translate import Translator
+from tests.support import in_separate_slots
 
 
 def translator(folder: Path, languages=("fr",), **per_language) -> Translator:
@@ -271,13 +272,6 @@ def _read_from_cache(model: Translator, sentence: str, source: str, target: str)
     return asyncio.run(_cached_tokens(model, sentence, source, target))
 
 
-def _last_tasks(engine) -> list[int]:
-    """The number of each slot's last request, from llama.cpp's own ``/slots`` route: numbers
-    only grow, so a slot whose number is above an earlier maximum took a request since. A slot
-    that never took one has none (-1)."""
-    return [slot.get("id_task", -1) for slot in engine._call("GET", "/slots")]
-
-
 def test_the_few_shot_prompts_are_read_before_the_first_request_on_all_slots_but_one(
     tiny_gguf: Path,
 ):
@@ -354,22 +348,13 @@ def test_prompts_that_a_burst_pushes_out_of_their_slots_come_back_from_host_memo
     assert len(model.warmed) == 4  # fr and de, both ways; the fifth slot is the probe's
     assert _read_from_cache(model, "Guten Tag.", "de", "en") > 30  # read ahead
     long = replace(model.sampling, max_new_tokens=40, min_new_tokens=40)
-    engine = model.route("de", "en").engine
-    before = max(_last_tasks(engine))
 
     async def burst() -> None:
         sentences = ["One.", "Two.", "Three.", "Four.", "Five."]
         await asyncio.gather(*(_cached_tokens(model, s, "en", "fr", long) for s in sentences))
 
-    # A burst takes every slot only where its five requests overlap. A busy machine may start
-    # one late, after another has left its slot: that slot is taken again and the German
-    # prompt stays where it was. Then, and only then, the burst comes again.
-    for _ in range(5):
-        asyncio.run(burst())
-        if min(_last_tasks(engine)) > before:  # every slot's last request is the burst's
-            break
-    else:
-        pytest.fail(f"five bursts never held every slot at once: {_last_tasks(engine)}")
+    # Five slots: every one, the German prompt's too.
+    in_separate_slots(model.route("en", "fr").engine, lambda: asyncio.run(burst()), requests=5)
     cached = _read_from_cache(model, "Wie geht es dir?", "de", "en")
     if prompt_cache_mib:
         assert cached > 30
