@@ -125,6 +125,40 @@ class ChatSettings(StrictModel):
     deployment: DeploymentSettings = Field(default_factory=DeploymentSettings)
 
 
+class LightActorOptions(ActorOptions):
+    """The detector's, the router's and the page's replicas: they mostly wait."""
+
+    num_cpus: float = Field(0.1, ge=0, description="CPUs Ray reserves for each replica.")
+
+
+# The defaults of the three light deployments are their classes', not a default_factory's: a
+# config that sets only some options (`ui: {deployment: {ray_actor_options: {num_cpus: 1}}}`)
+# keeps the others, instead of falling back to the model deployments' (8 requests, 0.5 CPU).
+class DetectorDeployment(DeploymentSettings):
+    max_ongoing_requests: int = Field(32, ge=1, description="Messages one replica reads at once.")
+    ray_actor_options: LightActorOptions = Field(default_factory=LightActorOptions)
+
+
+class RouterDeployment(DeploymentSettings):
+    max_ongoing_requests: int = Field(
+        64, ge=1, description="Turns (and API requests) one replica relays at once."
+    )
+    ray_actor_options: LightActorOptions = Field(default_factory=LightActorOptions)
+
+
+class UIDeployment(DeploymentSettings):
+    max_ongoing_requests: int = Field(
+        1024,
+        ge=1,
+        description=(
+            "Requests the page's replica holds at once. Each open tab holds one for as long as "
+            "it is open (Gradio's heartbeat), and one more while a reply streams; they wait, "
+            "they do not work. At the limit, new tabs and messages wait for a tab to close."
+        ),
+    )
+    ray_actor_options: LightActorOptions = Field(default_factory=LightActorOptions)
+
+
 # Latin-script languages that a short message in a served one is most often taken for (and
 # the reverse): ~25 MB of memory each in the detector (docs/languages.md).
 DETECTOR_KNOWN = ["ca", "cs", "da", "de", "es", "fi", "hu", "it", "nb", "nl", "pl", "pt", "ro"]
@@ -163,11 +197,7 @@ class DetectorSettings(StrictModel):
     )
     lead_min_confidence: float = Field(0.25, ge=0, le=1, description="See `lead`.")
     lead_min_words: int = Field(3, ge=1, description="See `lead`.")
-    deployment: DeploymentSettings = Field(
-        default_factory=lambda: DeploymentSettings(
-            ray_actor_options=ActorOptions(num_cpus=0.1), max_ongoing_requests=32
-        )
-    )
+    deployment: DetectorDeployment = Field(default_factory=DetectorDeployment)
 
     @field_validator("known")
     @classmethod
@@ -214,11 +244,7 @@ class RouterSettings(StrictModel):
             "(events.WORKING_EVERY_S), so keep this well above that."
         ),
     )
-    deployment: DeploymentSettings = Field(
-        default_factory=lambda: DeploymentSettings(
-            ray_actor_options=ActorOptions(num_cpus=0.1), max_ongoing_requests=64
-        )
-    )
+    deployment: RouterDeployment = Field(default_factory=RouterDeployment)
 
 
 class UISettings(StrictModel):
@@ -243,11 +269,7 @@ class UISettings(StrictModel):
             "conversations go, with a notice."
         ),
     )
-    deployment: DeploymentSettings = Field(
-        default_factory=lambda: DeploymentSettings(
-            ray_actor_options=ActorOptions(num_cpus=0.1), max_ongoing_requests=64
-        )
-    )
+    deployment: UIDeployment = Field(default_factory=UIDeployment)
 
 
 class HttpSettings(StrictModel):

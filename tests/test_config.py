@@ -57,6 +57,20 @@ def test_gpu_request_falls_back_to_cpu_with_one_log_line(caplog: pytest.LogCaptu
     ]
 
 
+def test_a_deployment_given_some_options_keeps_its_own_defaults_for_the_others():
+    """The page's replica holds a request per open tab: setting its CPUs must not bring its
+    limit down to a model's 8."""
+    cpus = {"deployment": {"ray_actor_options": {"num_cpus": 1}}}
+    config = load_config("offline", overrides={"ui": cpus, "router": cpus, "detector": cpus})
+    limits = [config.ui, config.router, config.detector]
+    assert [part.deployment.max_ongoing_requests for part in limits] == [1024, 64, 32]
+    assert {part.deployment.ray_actor_options.num_cpus for part in limits} == {1}
+    replicas = {"deployment": {"num_replicas": 2}}
+    config = load_config("offline", overrides={"router": replicas, "detector": replicas})
+    assert config.router.deployment.ray_actor_options.num_cpus == 0.1
+    assert config.detector.deployment.ray_actor_options.num_cpus == 0.1
+
+
 def test_autoscaling_replaces_fixed_replicas():
     settings = DeploymentSettings(autoscaling_config={"min_replicas": 0, "max_replicas": 2})
     options = settings.serve_options(False, "Chat")
