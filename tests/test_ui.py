@@ -1,6 +1,7 @@
 """The page through its own API with gradio_client, and the page's pure helpers."""
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncGenerator
 
@@ -280,6 +281,35 @@ def test_the_page_serves_no_files_and_no_code_editor(tiny_app: str):
         assert response.status_code in (403, 404) and "root:" not in response.text, path
     edit = httpx.post(tiny_app + "/gradio_api/vibe-edit", json={"prompt": "x"}, timeout=10)
     assert edit.status_code >= 400  # Gradio's in-browser code editor stays off
+
+
+OPEN_TABS = 100
+
+
+def test_a_hundred_open_tabs_leave_room_for_the_next_visitor(tiny_app: str):
+    """Each open tab holds a request of the page's replica for as long as it is open (Gradio's
+    heartbeat): a hundred of them, held here, must not keep the next visitor from a reply."""
+    import httpx
+
+    def visit() -> str:
+        job = Client(tiny_app + "/", verbose=False).submit("Hello there", api_name="/chat")
+        chat, turns, _, _ = job.result(timeout=60)
+        return turns[-1]["assistant"]
+
+    async def with_tabs_open() -> str:
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+        http = httpx.AsyncClient(timeout=30, limits=limits)
+        async with http, contextlib.AsyncExitStack() as tabs:
+            for number in range(OPEN_TABS):
+                url = f"{tiny_app}/gradio_api/heartbeat/tab{number}"
+                try:
+                    held = await tabs.enter_async_context(http.stream("GET", url))
+                except httpx.TimeoutException:
+                    pytest.fail(f"tab {number + 1} waited 30 s for the page's replica to open")
+                assert held.status_code == 200
+            return await asyncio.wait_for(asyncio.to_thread(visit), timeout=90)
+
+    assert asyncio.run(with_tabs_open())
 
 
 def test_each_tab_gets_its_own_list_and_no_load_event_replaces_it():
