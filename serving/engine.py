@@ -31,6 +31,9 @@ class Sampling:
     temperature: float = 1.0
     top_p: float = 1.0
     repetition_penalty: float = 1.0
+    # Tokens the reply may not contain anywhere: the translator's second try at a sentence
+    # that its first try gave back untranslated bans the token that try began with.
+    banned_tokens: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         # The one place where the floor gives way to a lower cap (a client's max_tokens, or a

@@ -161,6 +161,8 @@ class LlamaCppEngine:
             request["temperature"] = 0.0
         if stop_at_newline:
             request["stop"] = ["\n"]
+        if sampling.banned_tokens:
+            request["logit_bias"] = [[token, False] for token in sampling.banned_tokens]
         return request
 
     async def stream(

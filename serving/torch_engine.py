@@ -31,6 +31,8 @@ def generate_kwargs(sampling: Sampling) -> dict[str, Any]:
     }
     if sampling.do_sample:
         kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p)
+    if sampling.banned_tokens:
+        kwargs["suppress_tokens"] = list(sampling.banned_tokens)
     return kwargs
 
 
@@ -75,7 +77,7 @@ class TransformersEngine:
 
     def _batchable(self, sampling: Sampling) -> bool:
         """A request joins the batch unless it asked for its own sampling."""
-        keys = ("do_sample", "temperature", "top_p", "repetition_penalty")
+        keys = ("do_sample", "temperature", "top_p", "repetition_penalty", "banned_tokens")
         return all(getattr(sampling, key) == getattr(self.sampling, key) for key in keys)
 
     async def stream(
