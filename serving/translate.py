@@ -15,7 +15,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from serving.config import DIRECTIONS, TranslatorSettings
@@ -40,6 +40,16 @@ _MARKER = re.compile(r"^\s*(?:\d+[.)]|[-*•]|#+)\s+")
 _TITLE_END = re.compile(r"(?::|\s[-–—])\s+")
 TITLE_WORDS = 10  # at most: past them, a colon or a dash is inside the text itself
 
+# A few-shot model sometimes gives a sentence back in the language it was to translate: about
+# 1 to 2 % of the chat model's sentences, English to each language, nearly all long ones. Of
+# such an answer's words, 95 % or more are the source's; of a real translation's, at most
+# about 60 % (names, numbers, a URL). An answer is held back while it could still be a copy,
+# and one that is gets a second try, which may not begin as the first did.
+_WORD = re.compile(r"\w+")
+_LAST_WORD = re.compile(r"\w+$")
+COPY_SHARE = 0.8  # of an answer's words found in its source: the sentence came back
+COPY_WORDS = 4  # words that a copy has, and lower-case ones that its source needs
+
 
 def _without_emphasis(text: str) -> str:
     """``text`` without markdown's bold marks, which confuse small models; inline code stays
@@ -49,6 +59,20 @@ def _without_emphasis(text: str) -> str:
         kept += [text[start : code.start()].replace("**", ""), code.group(0)]
         start = code.end()
     return "".join([*kept, text[start:].replace("**", "")])
+
+
+def _may_be_copy(source: set[str], answer: str, finished: bool) -> bool:
+    """Whether ``answer`` is, or may yet turn out to be, ``source``'s sentence given back. At
+    its end: it has ``COPY_WORDS`` words or more, and ``COPY_SHARE`` of them are the source's.
+    So far: until two of its whole words are not the source's and make more than the rest of
+    that share (a near-copy changes a word: "Add 1/2 teaspoon" for "Add 1 teaspoon")."""
+    if not finished:
+        answer = _LAST_WORD.sub("", answer)  # it may go on in the next piece
+    words = [word.lower() for word in _WORD.findall(answer)]
+    kept = sum(word in source for word in words)
+    if finished:
+        return len(words) >= COPY_WORDS and kept >= COPY_SHARE * len(words)
+    return len(words) - kept < 2 or kept >= COPY_SHARE * len(words)
 
 
 @dataclass(frozen=True)
@@ -208,14 +232,50 @@ class Translator(EngineDeployment):
         return text if title.rstrip().endswith(".") else text.rstrip(".")  # one it added
 
     async def _text(self, route: Route, sentence: str) -> AsyncIterator[str]:
-        engine = route.engine
+        """A sentence's translation; a few-shot model's first answer goes out only once it
+        cannot be the sentence given back (``COPY_SHARE``). A list of names or numbers would
+        come back as it is, and rightly: a sentence with fewer than ``COPY_WORDS`` lower-case
+        words streams as it comes."""
         sentence = sentence.strip()
         if not sentence:
             return
+        source = {word.lower() for word in _WORD.findall(sentence)}
+        lower = [word for word in _WORD.findall(sentence) if word.islower()]
+        guarded = not route.engine.is_encoder_decoder and len(lower) >= COPY_WORDS
+        held: list[str] = []
+        async with contextlib.aclosing(self._answer(route, sentence)) as answer:
+            async for piece in answer:
+                held.append(piece)
+                if not guarded or not _may_be_copy(source, "".join(held), finished=False):
+                    break
+            else:  # the whole answer, held
+                text = "".join(held)
+                if not guarded or not _may_be_copy(source, text, finished=True):
+                    if text:
+                        yield text
+                    return
+                # Asked again, it may not begin as it did.
+                first = tuple(route.engine.encode(" " + text.strip(), special=False)[:1])
+                async with contextlib.aclosing(self._answer(route, sentence, first)) as again:
+                    async for piece in again:
+                        yield piece
+                return
+            yield "".join(held)  # a translation: what was held, then the rest as it comes
+            async for piece in answer:
+                yield piece
+
+    async def _answer(
+        self, route: Route, sentence: str, banned: tuple[int, ...] = ()
+    ) -> AsyncIterator[str]:
+        """The model's answer for ``sentence``, piece by piece; ``banned``: tokens it may not
+        use."""
+        engine = route.engine
         prompt = self._prompt(route, sentence)
         # A translation is about as long as its source: a cap stops a model that runs on.
         source_tokens = len(engine.encode(sentence, special=False))
         sampling = self.sampling.capped(2 * source_tokens + 16)
+        if banned:
+            sampling = replace(sampling, banned_tokens=banned)
         started = False
         newline = not engine.is_encoder_decoder
         pieces = engine.stream(prompt, sampling, Usage(), newline)

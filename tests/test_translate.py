@@ -360,3 +360,97 @@ def test_prompts_that_a_burst_pushes_out_of_their_slots_come_back_from_host_memo
         assert cached > 30
     else:
         assert cached < 30
+
+
+def test_a_banned_token_never_comes_out(tiny_chat_source: Path):
+    """Both engines take a request's banned tokens: greedy, the reply that began with a token
+    begins with another once it is banned, and with the same one again once it is not."""
+    from dataclasses import replace
+
+    from serving.engine import Usage
+
+    model = translator(tiny_chat_source)
+    engine = model.route("en", "fr").engine
+    prompt = model.prompt("Thank you.", "en", "fr")
+    one = replace(model.sampling, max_new_tokens=1, min_new_tokens=1)
+
+    async def first_piece(sampling) -> str:
+        return "".join([piece async for piece in engine.stream(prompt, sampling, Usage())])
+
+    first = asyncio.run(first_piece(one))
+    banned = tuple(engine.encode(first, special=False))
+    assert len(banned) == 1  # one token's text
+    assert asyncio.run(first_piece(replace(one, banned_tokens=banned))) != first
+    assert asyncio.run(first_piece(one)) == first
+
+
+def _answers_with(engine, answer: str, asked: list, said: list | None = None, gap_s: float = 0):
+    """``engine`` answers ``answer`` word by word (``gap_s`` apart), as a few-shot model that
+    gives a sentence back would; a request that bans tokens gets the engine's own answer.
+    ``asked`` gets each request's banned tokens, and ``said`` each word as it is answered."""
+    generate = type(engine).stream.__get__(engine)  # the engine's own, never an earlier stand-in
+
+    async def stream(prompt, sampling, usage, stop_at_newline=False):
+        asked.append(sampling.banned_tokens)
+        if sampling.banned_tokens:
+            async for piece in generate(prompt, sampling, usage, stop_at_newline):
+                yield piece
+            return
+        for word in answer.split(" "):
+            await asyncio.sleep(gap_s)
+            if said is not None:
+                said.append(word)
+            yield " " + word
+        yield "\n"
+
+    engine.stream = stream
+
+
+def test_a_sentence_given_back_is_asked_again_without_the_token_it_began_with(
+    tiny_chat_source: Path,
+):
+    """The few-shot model gives the English sentence back (Gemma did with "In Berlin, the time
+    difference between Berlin and London is approximately 2 hours behind."): none of it goes
+    out, and the second answer may not begin with its first token. A near-copy counts, and a
+    list of names that comes back as it is does not."""
+    model = translator(tiny_chat_source, ["de"])
+    engine = model.route("en", "de").engine
+    sentence = "In Berlin, the time difference to London is about two hours."
+    near = "In Berlin, the time difference to London is about 2 hours."
+    for answer in (sentence, near):
+        asked: list = []
+        _answers_with(engine, answer, asked)
+        out = asyncio.run(model.translate(sentence, "en", "de"))
+        assert asked == [(), tuple(engine.encode(" In", special=False)[:1])]
+        assert "Berlin, the time" not in out
+
+    names = "Paris, London, Berlin and Rome."
+    asked = []
+    _answers_with(engine, names, asked)
+    assert asyncio.run(model.translate(names, "en", "de")) == names
+    assert asked == [()]
+
+
+def test_a_translation_streams_as_soon_as_it_cannot_be_the_sentence_given_back(
+    tiny_chat_source: Path,
+):
+    """An answer is held back only until two of its words are not the source's: the first
+    piece of a real translation goes out long before its end, and of a copy none does."""
+    model = translator(tiny_chat_source, ["de"])
+    engine = model.route("en", "de").engine
+    sentence = "In Berlin, the time difference to London is about two hours."
+    german = "In Berlin ist der Zeitunterschied zu London etwa zwei Stunden."
+
+    async def arrivals(answer: str) -> list[tuple[int, str]]:
+        """Each piece that goes out, with how many words the model had answered by then."""
+        said: list[str] = []
+        _answers_with(engine, answer, [], said, gap_s=0.05)
+        pieces = model.stream_sentence(sentence, "en", "de")
+        return [(len(said), piece) async for piece in pieces if isinstance(piece, str)]
+
+    translated = asyncio.run(arrivals(german))
+    # Held until "der" is known to be whole, so one word more: out after 5 words of 10.
+    assert translated[0][0] <= 6 and translated[-1][0] == 10
+    assert "".join(piece for _, piece in translated).strip() == german
+    copied = asyncio.run(arrivals(sentence))
+    assert "Berlin, the time" not in "".join(piece for _, piece in copied)
