@@ -106,29 +106,3 @@ def test_the_page_on_the_real_models_in_both_languages(
     wait_for_list(page, titles, secret=None)  # the offline page's key is its own
     page.screenshot(path=str(pictures / "conversations.png"))
     page.close()
-
-
-# Sentences of the chat model's replies that Gemma gave back in English when asked for German
-# (greedy, on llama.cpp, on its first try): the first one on the page, the others in 200 of
-# SmolLM2's reply sentences sent through the translator in every language.
-GIVEN_BACK = [
-    "In Berlin, the time difference between Berlin and London is approximately 2 hours behind.",
-    "Add 1 teaspoon of salt to the pot of water that was previously used for boiling the tomatoes.",
-    'This practice, known as "beneficines," is a holistic approach that involves taking small '
-    "steps in life, such as going outside or doing something that brings joy, while also "
-    "improving the overall health of your body.",
-]
-
-
-def test_a_sentence_the_translator_gave_back_in_english_comes_out_translated():
-    from lingua import Language, LanguageDetectorBuilder
-
-    from serving.translate import Translator
-
-    model = Translator(load_config("offline").translator, ["de"])
-    english_or_german = LanguageDetectorBuilder.from_languages(
-        Language.ENGLISH, Language.GERMAN
-    ).build()
-    for sentence in GIVEN_BACK:
-        german = asyncio.run(model.translate(sentence, "en", "de"))
-        assert english_or_german.detect_language_of(german) == Language.GERMAN, german

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from serving.config import LanguageModel, LanguageModels, TranslatorSettings
+from serving.config import LanguageModel, LanguageModels, TranslatorSettings, load_config
 from serving.errors import InvalidRequestError
 from serving.events import Working
 from serving.languages import language
@@ -454,3 +454,29 @@ def test_a_translation_streams_as_soon_as_it_cannot_be_the_sentence_given_back(
     assert "".join(piece for _, piece in translated).strip() == german
     copied = asyncio.run(arrivals(sentence))
     assert "Berlin, the time" not in "".join(piece for _, piece in copied)
+
+
+# Sentences of SmolLM2's replies that Gemma gave back in English when asked for German (greedy,
+# on llama.cpp, on its first try): the first one on the page, the others in 200 of SmolLM2's
+# reply sentences sent through the translator in every language.
+GIVEN_BACK = [
+    "In Berlin, the time difference between Berlin and London is approximately 2 hours behind.",
+    "Add 1 teaspoon of salt to the pot of water that was previously used for boiling the tomatoes.",
+    'This practice, known as "beneficines," is a holistic approach that involves taking small '
+    "steps in life, such as going outside or doing something that brings joy, while also "
+    "improving the overall health of your body.",
+]
+
+
+@pytest.mark.slow
+def test_a_sentence_the_real_translator_gave_back_in_english_comes_out_translated():
+    """The offline profile's Gemma 3 (270M), judged by lingua."""
+    from lingua import Language, LanguageDetectorBuilder
+
+    model = Translator(load_config("offline").translator, ["de"])
+    english_or_german = LanguageDetectorBuilder.from_languages(
+        Language.ENGLISH, Language.GERMAN
+    ).build()
+    for sentence in GIVEN_BACK:
+        german = asyncio.run(model.translate(sentence, "en", "de"))
+        assert english_or_german.detect_language_of(german) == Language.GERMAN, german
