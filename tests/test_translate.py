@@ -362,7 +362,7 @@ def test_prompts_that_a_burst_pushes_out_of_their_slots_come_back_from_host_memo
         assert cached < 30
 
 
-def test_a_banned_token_never_comes_out(tiny_chat_source: Path):
+def test_the_greedy_first_token_once_banned_is_not_chosen(tiny_chat_source: Path):
     """Both engines take a request's banned tokens: greedy, the reply that began with a token
     begins with another once it is banned, and with the same one again once it is not."""
     from dataclasses import replace

@@ -293,7 +293,7 @@ def test_a_hundred_open_tabs_leave_room_for_the_next_visitor(tiny_app: str):
 
     def visit() -> str:
         job = Client(tiny_app + "/", verbose=False).submit("Hello there", api_name="/chat")
-        chat, turns, _, _ = job.result(timeout=60)
+        _, turns, _, _ = job.result(timeout=60)
         return turns[-1]["assistant"]
 
     async def with_tabs_open() -> str:
