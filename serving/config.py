@@ -131,22 +131,25 @@ class LightActorOptions(ActorOptions):
     num_cpus: float = Field(0.1, ge=0, description="CPUs Ray reserves for each replica.")
 
 
-# The defaults of the three light deployments are their classes', not a default_factory's: a
-# config that sets only some options (`ui: {deployment: {ray_actor_options: {num_cpus: 1}}}`)
-# keeps the others, instead of falling back to the model deployments' (8 requests, 0.5 CPU).
-class DetectorDeployment(DeploymentSettings):
-    max_ongoing_requests: int = Field(32, ge=1, description="Messages one replica reads at once.")
+class LightDeployment(DeploymentSettings):
+    """The defaults of the three light deployments are their classes', not a default_factory's:
+    a config that sets only some options (`ui: {deployment: {ray_actor_options: {num_cpus: 1}}}`)
+    keeps the others, instead of falling back to the model deployments' (8 requests, 0.5 CPU)."""
+
     ray_actor_options: LightActorOptions = Field(default_factory=LightActorOptions)
 
 
-class RouterDeployment(DeploymentSettings):
+class DetectorDeployment(LightDeployment):
+    max_ongoing_requests: int = Field(32, ge=1, description="Messages one replica reads at once.")
+
+
+class RouterDeployment(LightDeployment):
     max_ongoing_requests: int = Field(
         64, ge=1, description="Turns (and API requests) one replica relays at once."
     )
-    ray_actor_options: LightActorOptions = Field(default_factory=LightActorOptions)
 
 
-class UIDeployment(DeploymentSettings):
+class UIDeployment(LightDeployment):
     max_ongoing_requests: int = Field(
         1024,
         ge=1,
@@ -156,7 +159,6 @@ class UIDeployment(DeploymentSettings):
             "they do not work. At the limit, new tabs and messages wait for a tab to close."
         ),
     )
-    ray_actor_options: LightActorOptions = Field(default_factory=LightActorOptions)
 
 
 # Latin-script languages that a short message in a served one is most often taken for (and

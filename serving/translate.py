@@ -239,8 +239,9 @@ class Translator(EngineDeployment):
         sentence = sentence.strip()
         if not sentence:
             return
-        source = {word.lower() for word in _WORD.findall(sentence)}
-        lower = [word for word in _WORD.findall(sentence) if word.islower()]
+        words = _WORD.findall(sentence)
+        source = {word.lower() for word in words}
+        lower = [word for word in words if word.islower()]
         guarded = not route.engine.is_encoder_decoder and len(lower) >= COPY_WORDS
         held: list[str] = []
         async with contextlib.aclosing(self._answer(route, sentence)) as answer:
