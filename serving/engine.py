@@ -32,7 +32,8 @@ class Sampling:
     top_p: float = 1.0
     repetition_penalty: float = 1.0
     # Tokens the reply may not contain anywhere: the translator's second try at a sentence
-    # that its first try gave back untranslated bans the token that try began with.
+    # that its first try gave back untranslated bans the token that try began with, and the
+    # one step on from a loop bans the token that began the loop's second time.
     banned_tokens: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:

@@ -50,6 +50,15 @@ _LAST_WORD = re.compile(r"\w+$")
 COPY_SHARE = 0.8  # of an answer's words found in its source: the sentence came back
 COPY_WORDS = 4  # words that a copy has, and lower-case ones that its source needs
 
+# A greedy few-shot model sometimes falls into a loop, a few words again and again until the
+# length cap ("vous-même vous-même…", "10 de Octubre, 10 de Octubre, …"): 5 of 1,200 reply
+# sentences. A run of at most LOOP_WORDS words LOOP_TIMES times in a row, where the source has
+# none, is one. The answer goes on from the run's first time, the token that began its second
+# barred for that one step. Words that may be a run's start are held until they are not one.
+LOOP_WORDS = 4
+LOOP_TIMES = 3
+LOOP_TRIES = 2  # ways on from a loop; past them, the sentence ends where the last one began
+
 
 def _without_emphasis(text: str) -> str:
     """``text`` without markdown's bold marks, which confuse small models; inline code stays
@@ -73,6 +82,33 @@ def _may_be_copy(source: set[str], answer: str, finished: bool) -> bool:
     if finished:
         return len(words) >= COPY_WORDS and kept >= COPY_SHARE * len(words)
     return len(words) - kept < 2 or kept >= COPY_SHARE * len(words)
+
+
+def _runs(words: list[str]) -> list[int]:
+    """For each run length k from 1 to ``LOOP_WORDS``: where the words at the end of ``words``
+    that each repeat the word k before them begin (``len(words)`` where the last does not)."""
+    starts = []
+    for k in range(1, LOOP_WORDS + 1):
+        start = len(words)
+        while start > k and words[start - 1] == words[start - 1 - k]:
+            start -= 1
+        starts.append(start)
+    return starts
+
+
+def _loop(words: list[str]) -> int | None:
+    """Where a loop at the end of ``words`` begins its second time, if they end in one."""
+    looped = [
+        start
+        for k, start in enumerate(_runs(words), 1)
+        if len(words) - start >= (LOOP_TIMES - 1) * k
+    ]
+    return min(looped, default=None)
+
+
+def _has_loop(words: list[str]) -> bool:
+    """Whether ``words`` have a run of words ``LOOP_TIMES`` times in a row anywhere."""
+    return any(_loop(words[:end]) is not None for end in range(2, len(words) + 1))
 
 
 @dataclass(frozen=True)
@@ -184,14 +220,15 @@ class Translator(EngineDeployment):
         """
         return self._prompt(self.route(source, target), sentence)
 
-    def _prompt(self, route: Route, sentence: str) -> list[int]:
+    def _prompt(self, route: Route, sentence: str, begun: str = "") -> list[int]:
+        """``begun``: the answer so far, which a causal model goes on from."""
         engine = route.engine
         limit = route.model.max_input_tokens or engine.context_limit
         if engine.is_encoder_decoder:
             return engine.encode(route.prefix + sentence)[-limit:]
         limit -= self.sampling.max_new_tokens
         source, target = route.source_name, route.target_name
-        ask = f"{source}: {sentence}\n{target}:"
+        ask = f"{source}: {sentence}\n{target}:" + (f" {begun}" if begun else "")
         for first in range(len(route.examples) + 1):
             shots = "".join(
                 f"{source}: {src}\n{target}: {tgt}\n\n" for src, tgt in route.examples[first:]
@@ -244,7 +281,7 @@ class Translator(EngineDeployment):
         lower = [word for word in words if word.islower()]
         guarded = not route.engine.is_encoder_decoder and len(lower) >= COPY_WORDS
         held: list[str] = []
-        async with contextlib.aclosing(self._answer(route, sentence)) as answer:
+        async with contextlib.aclosing(self._unlooped(route, sentence)) as answer:
             async for piece in answer:
                 held.append(piece)
                 if not guarded or not _may_be_copy(source, "".join(held), finished=False):
@@ -257,7 +294,7 @@ class Translator(EngineDeployment):
                     return
                 # Asked again, it may not begin as it did.
                 first = tuple(route.engine.encode(" " + text.strip(), special=False)[:1])
-                async with contextlib.aclosing(self._answer(route, sentence, first)) as again:
+                async with contextlib.aclosing(self._unlooped(route, sentence, first)) as again:
                     async for piece in again:
                         yield piece
                 return
@@ -265,19 +302,77 @@ class Translator(EngineDeployment):
             async for piece in answer:
                 yield piece
 
-    async def _answer(
+    async def _unlooped(
         self, route: Route, sentence: str, banned: tuple[int, ...] = ()
     ) -> AsyncIterator[str]:
+        """The model's answer for ``sentence`` (``_answer``), without a loop (``LOOP_TIMES``).
+        A word goes out once it is whole and repeats none of the ``LOOP_WORDS`` before it, or
+        is followed by one that does not."""
+        words = [word.lower() for word in _WORD.findall(sentence)]
+        if _has_loop(words):  # its translation may rightly repeat itself too
+            async with contextlib.aclosing(self._answer(route, sentence, banned)) as answer:
+                async for piece in answer:
+                    yield piece
+            return
+        text, shown = "", 0  # the answer so far, and how much of it went out
+        for tries in range(LOOP_TRIES + 1):
+            async with contextlib.aclosing(self._answer(route, sentence, banned, text)) as answer:
+                async for piece in answer:
+                    text += piece
+                    found = list(_WORD.finditer(text))
+                    if _LAST_WORD.search(text):  # it may go on in the next piece: held
+                        found.pop()
+                    words = [word.group(0).lower() for word in found]
+                    if (loop := _loop(words)) is not None:
+                        break
+                    held = min(_runs(words))
+                    out = found[held - 1].end() if held else 0
+                    if out > shown:
+                        yield text[shown:out]
+                        shown = out
+                else:  # the answer's end
+                    if text[shown:]:
+                        yield text[shown:]
+                    return
+            # A loop: the answer goes on from its first time, another way.
+            cut = max(found[loop - 1].end(), shown)
+            text, again = text[:cut], text[cut:]
+            if tries == LOOP_TRIES or route.engine.is_encoder_decoder:
+                break
+            logger.info("A translation looped on %r; it goes on from its first time", again)
+            barred = (*banned, *route.engine.encode(again, special=False)[:1])
+            step = self._answer(route, sentence, barred, text, most=1)
+            if not (taken := "".join([piece async for piece in step])):
+                break  # the other way was to end the sentence there
+            text += taken
+        if text[shown:]:
+            yield text[shown:]
+
+    async def _answer(
+        self,
+        route: Route,
+        sentence: str,
+        banned: tuple[int, ...] = (),
+        begun: str = "",
+        most: int | None = None,
+    ) -> AsyncIterator[str]:
         """The model's answer for ``sentence``, piece by piece; ``banned``: tokens it may not
-        use."""
+        use; ``begun``: the answer so far, which a causal model goes on from (what it says is
+        the rest); ``most``: tokens at most."""
         engine = route.engine
-        prompt = self._prompt(route, sentence)
+        prompt = self._prompt(route, sentence, begun)
         # A translation is about as long as its source: a cap stops a model that runs on.
         source_tokens = len(engine.encode(sentence, special=False))
-        sampling = self.sampling.capped(2 * source_tokens + 16)
+        cap = 2 * source_tokens + 16
+        if begun:
+            cap -= len(engine.encode(begun, special=False))
+        cap = min(cap, most or cap)
+        if cap <= 0:
+            return
+        sampling = self.sampling.capped(cap)
         if banned:
             sampling = replace(sampling, banned_tokens=banned)
-        started = False
+        started = bool(begun)
         newline = not engine.is_encoder_decoder
         pieces = engine.stream(prompt, sampling, Usage(), newline)
         async with contextlib.aclosing(pieces):  # an early return stops generation at once

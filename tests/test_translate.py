@@ -1,6 +1,7 @@
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from serving.errors import InvalidRequestError
 from serving.events import Working
 from serving.languages import language
 from serving.model_config import GenerationSettings, ModelSpec
-from serving.translate import Translator
+from serving.translate import LOOP_TRIES, Translator, _has_loop
 from tests.support import in_separate_slots
 
 
@@ -456,6 +457,108 @@ def test_a_translation_streams_as_soon_as_it_cannot_be_the_sentence_given_back(
     assert "Berlin, the time" not in "".join(piece for _, piece in copied)
 
 
+def _loops_until_barred(engine, loop: str, rest: str, asked: list, said: list) -> None:
+    """``engine`` answers ``loop`` until it is told to go on from somewhere with a token
+    barred: then it says ``rest``'s first word, and its other words when asked to go on from
+    there. Each word comes in two pieces, as tokens do. ``asked`` gets each request's banned
+    tokens and token cap; ``said``, every piece that the engine gives."""
+
+    async def stream(prompt, sampling, usage, stop_at_newline=False):
+        asked.append((sampling.banned_tokens, sampling.max_new_tokens))
+        if sampling.banned_tokens:
+            words = rest.split(" ")[:1]
+        elif len(asked) > 1:
+            words = rest.split(" ")[1:]
+        else:
+            words = loop.split(" ")
+        for word in filter(None, words):
+            half = (len(word) + 1) // 2
+            for piece in (" " + word[:half], word[half:]):
+                said.append(piece)
+                yield piece
+        yield "\n"
+
+    engine.stream = stream
+
+
+def test_a_translation_that_loops_goes_on_from_the_loop_s_first_time_and_none_of_it_shows(
+    tiny_chat_source: Path,
+):
+    """Gemma, asked for French, answered "Pour reset votre mot de passe, vous-même vous-même
+    vous-même…" until its cap. Once a run of words comes a third time, the answer goes on from
+    its first, the token that began the second barred for one step; and what streams out never
+    held the run's second time."""
+    model = translator(tiny_chat_source)
+    engine = model.route("en", "fr").engine
+    sentence = "To reset your password, you'll need to use an online service."
+    asked: list = []
+    said: list = []
+    loop = "Pour reset votre mot de passe, vous-même " + "vous-même " * 20
+    _loops_until_barred(engine, loop.strip(), "utiliserez un service en ligne.", asked, said)
+
+    async def pieces() -> list[str]:
+        return [p async for p in model.stream_sentence(sentence, "en", "fr") if isinstance(p, str)]
+
+    # What went out cannot be taken back: the whole of it holds no second "vous-même".
+    out = "".join(asyncio.run(pieces()))
+    assert out == "Pour reset votre mot de passe, vous-même utiliserez un service en ligne."
+    assert asked[1] == (tuple(engine.encode(" vous", special=False)[:1]), 1)  # one step barred
+    assert asked[2][0] == ()  # then free again
+    assert "".join(said).count("vous-même") == 3  # the loop was stopped at its third time
+
+
+def test_a_loop_that_comes_back_each_time_ends_the_sentence_where_it_last_began(
+    tiny_chat_source: Path,
+):
+    """The model falls back into its loop on every way on: after ``LOOP_TRIES`` ways, the
+    sentence ends where the last loop began, and no more is asked."""
+    model = translator(tiny_chat_source, ["es"])
+    engine = model.route("en", "es").engine
+    asked: list = []
+    loop = "10 de Octubre, " * 10
+    _loops_until_barred(engine, "En la calle " + loop.strip(), "y " + loop.strip(), asked, [])
+    out = asyncio.run(
+        model.translate("On the street of October 10th, there is a shop.", "en", "es")
+    )
+    assert out == "En la calle 10 de Octubre" + " y 10 de Octubre" * LOOP_TRIES
+    assert len(asked) == 1 + 2 * LOOP_TRIES  # each way on: one barred step, then the rest
+
+
+def test_a_loop_whose_other_way_is_the_sentence_s_end_ends_it_there(tiny_chat_source: Path):
+    """Barred from its loop, the model ends its answer: it is not asked to go on again (greedy,
+    it would go back into the loop)."""
+    model = translator(tiny_chat_source)
+    engine = model.route("en", "fr").engine
+    asked: list = []
+    loop = "Pour reset votre mot de passe, vous-même " + "vous-même " * 20
+    _loops_until_barred(engine, loop.strip(), "", asked, [])
+    out = asyncio.run(model.translate("To reset your password, use a service.", "en", "fr"))
+    assert out == "Pour reset votre mot de passe, vous-même"
+    assert len(asked) == 2
+
+
+def test_a_seq2seq_translation_that_loops_ends_at_the_loop_s_first_time(tiny_seq2seq: Path):
+    """A seq2seq model cannot be told to go on from part of its answer."""
+    model = translator(tiny_seq2seq)
+    engine = model.route("en", "fr").engine
+    asked: list = []
+    loop = "Pour reset votre mot de passe, vous-même " + "vous-même " * 20
+    _loops_until_barred(engine, loop.strip(), "utiliserez un service en ligne.", asked, [])
+    out = asyncio.run(model.translate("To reset your password, use a service.", "en", "fr"))
+    assert out == "Pour reset votre mot de passe, vous-même"
+    assert len(asked) == 1
+
+
+def test_a_source_that_repeats_itself_may_be_repeated_in_its_translation(tiny_chat_source: Path):
+    model = translator(tiny_chat_source)
+    engine = model.route("en", "fr").engine
+    asked: list = []
+    answer = "Ha ha ha, ha ha ha, très drôle."
+    _answers_with(engine, answer, asked)
+    assert asyncio.run(model.translate("Ha ha ha, ha ha ha, very funny.", "en", "fr")) == answer
+    assert asked == [()]
+
+
 # Sentences of SmolLM2's replies that Gemma gave back in English when asked for German (greedy,
 # on llama.cpp, on its first try): the first one on the page, the others in 200 of SmolLM2's
 # reply sentences sent through the translator in every language.
@@ -480,3 +583,36 @@ def test_a_sentence_the_real_translator_gave_back_in_english_comes_out_translate
     for sentence in GIVEN_BACK:
         german = asyncio.run(model.translate(sentence, "en", "de"))
         assert english_or_german.detect_language_of(german) == Language.GERMAN, german
+
+
+# Sentences of SmolLM2's replies on which Gemma fell into a loop until its cap (greedy, on
+# llama.cpp), with the language it was asked for: "…vous-même vous-même vous-même…",
+# "…in der Zeitplan-Zeitplan-Zeitplan-…", "…sebbene fosse un'esclusiva, sebbene fosse…".
+LOOPED = [
+    (
+        "fr",
+        "To reset your password, you'll need to use an online service that allows users to "
+        "access their own digital identity and can also store passwords securely in a secure "
+        "location such as a cloud-based storage solution like Google Cloud Storage.",
+    ),
+    (
+        "de",
+        'You\'re right, I should have said "preheat" instead of "boil", but since you want to '
+        'bake it in a specific time frame, I can rephrase: "I\'ll bake it in 40 minutes."',
+    ),
+    (
+        "it",
+        "The only exception would be if you're visiting a Japanese city or a country that has a "
+        "visa-free entry into Japan.",
+    ),
+]
+
+
+@pytest.mark.slow
+def test_sentences_the_real_translator_looped_on_come_out_whole():
+    """With no loop, and to their end: cut at the loop, each would stop mid-sentence."""
+    model = Translator(load_config("offline").translator, ["fr", "de", "it"])
+    for code, sentence in LOOPED:
+        out = asyncio.run(model.translate(sentence, "en", code))
+        assert not _has_loop(re.findall(r"\w+", out.lower())), out
+        assert out.endswith("."), out
