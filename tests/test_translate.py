@@ -550,6 +550,7 @@ def test_a_seq2seq_translation_that_loops_ends_at_the_loop_s_first_time(tiny_seq
 
 
 def test_a_source_that_repeats_itself_may_be_repeated_in_its_translation(tiny_chat_source: Path):
+    """A run that the source has ("Ha ha ha") is no loop: its translation comes out whole."""
     model = translator(tiny_chat_source)
     engine = model.route("en", "fr").engine
     asked: list = []
