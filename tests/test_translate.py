@@ -481,6 +481,19 @@ def _loops_until_barred(engine, loop: str, rest: str, asked: list, said: list) -
     engine.stream = stream
 
 
+# Gemma's loop on a sentence about passwords, asked for French, and where its first time ends.
+PASSWORD_LOOP = "Pour reset votre mot de passe, vous-même" + " vous-même" * 20
+PASSWORD_FIRST_TIME = "Pour reset votre mot de passe, vous-même"
+
+
+def _translated_from_a_loop(model: Translator, rest: str) -> tuple[str, list]:
+    """The sentence in French from an engine that answers ``PASSWORD_LOOP`` until barred
+    (``_loops_until_barred``), and each request's banned tokens and cap."""
+    asked: list = []
+    _loops_until_barred(model.route("en", "fr").engine, PASSWORD_LOOP, rest, asked, [])
+    return asyncio.run(model.translate("To reset your password, use a service.", "en", "fr")), asked
+
+
 def test_a_translation_that_loops_goes_on_from_the_loop_s_first_time_and_none_of_it_shows(
     tiny_chat_source: Path,
 ):
@@ -493,8 +506,7 @@ def test_a_translation_that_loops_goes_on_from_the_loop_s_first_time_and_none_of
     sentence = "To reset your password, you'll need to use an online service."
     asked: list = []
     said: list = []
-    loop = "Pour reset votre mot de passe, vous-même " + "vous-même " * 20
-    _loops_until_barred(engine, loop.strip(), "utiliserez un service en ligne.", asked, said)
+    _loops_until_barred(engine, PASSWORD_LOOP, "utiliserez un service en ligne.", asked, said)
 
     async def pieces() -> list[str]:
         return [p async for p in model.stream_sentence(sentence, "en", "fr") if isinstance(p, str)]
@@ -527,25 +539,15 @@ def test_a_loop_that_comes_back_each_time_ends_the_sentence_where_it_last_began(
 def test_a_loop_whose_other_way_is_the_sentence_s_end_ends_it_there(tiny_chat_source: Path):
     """Barred from its loop, the model ends its answer: it is not asked to go on again (greedy,
     it would go back into the loop)."""
-    model = translator(tiny_chat_source)
-    engine = model.route("en", "fr").engine
-    asked: list = []
-    loop = "Pour reset votre mot de passe, vous-même " + "vous-même " * 20
-    _loops_until_barred(engine, loop.strip(), "", asked, [])
-    out = asyncio.run(model.translate("To reset your password, use a service.", "en", "fr"))
-    assert out == "Pour reset votre mot de passe, vous-même"
+    out, asked = _translated_from_a_loop(translator(tiny_chat_source), rest="")
+    assert out == PASSWORD_FIRST_TIME
     assert len(asked) == 2
 
 
 def test_a_seq2seq_translation_that_loops_ends_at_the_loop_s_first_time(tiny_seq2seq: Path):
     """A seq2seq model cannot be told to go on from part of its answer."""
-    model = translator(tiny_seq2seq)
-    engine = model.route("en", "fr").engine
-    asked: list = []
-    loop = "Pour reset votre mot de passe, vous-même " + "vous-même " * 20
-    _loops_until_barred(engine, loop.strip(), "utiliserez un service en ligne.", asked, [])
-    out = asyncio.run(model.translate("To reset your password, use a service.", "en", "fr"))
-    assert out == "Pour reset votre mot de passe, vous-même"
+    out, asked = _translated_from_a_loop(translator(tiny_seq2seq), "utiliserez un service.")
+    assert out == PASSWORD_FIRST_TIME
     assert len(asked) == 1
 
 
