@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -92,11 +93,19 @@ class GenerationStats:
     active: int = 0
     steps: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _last_active: float = field(default=float("-inf"), repr=False)  # time.monotonic()
 
     def add(self, active: int = 0, steps: int = 0) -> None:
         with self._lock:  # worker threads run side by side
+            if active:  # one starts or ends
+                self._last_active = time.monotonic()
             self.active += active
             self.steps += steps
+
+    def idle_for(self) -> float:
+        """Seconds since the last generation ended: 0 while one runs, infinite before any."""
+        with self._lock:
+            return 0.0 if self.active else time.monotonic() - self._last_active
 
     def snapshot(self) -> dict[str, int]:
         with self._lock:
@@ -112,6 +121,7 @@ class Engine(Protocol):
     # How many prompts the engine keeps between requests, so that the next prompt with the same
     # start reads only the rest: llama.cpp's slots; 0 for transformers, which keeps none.
     kept_prompts: int
+    stats: GenerationStats  # generations running now, decoding steps so far
 
     def encode(self, text: str, special: bool = True) -> list[int]:
         """Token ids of ``text``; ``special`` adds the model's own start token where it has one
@@ -143,6 +153,11 @@ class Engine(Protocol):
         them: one is left for the health probe), so that a request that starts with it reads
         only the rest, whichever one it lands in. Returns how many now hold it: 0 for an engine
         that keeps none, or that has no room left."""
+        ...
+
+    def saved(self, prompt: list[int]) -> bool:
+        """Whether ``read_ahead`` would restore ``prompt`` from a file that an earlier start
+        kept (milliseconds), rather than read it."""
         ...
 
     def probe(self) -> None:

@@ -261,6 +261,9 @@ class LlamaCppEngine:
             self._prompts.forget(name)
         return copies
 
+    def saved(self, prompt: list[int]) -> bool:
+        return self._slot_files is None and self._prompts.find(prompt) is not None
+
     def _restored(self, name: str, slot: int) -> bool:
         try:
             self._call("POST", f"/slots/{slot}?action=restore", {"filename": name})

@@ -1,9 +1,10 @@
 """Prompts read ahead, kept on disk: a replica's next start restores them instead of reading.
 
 A llama.cpp slot's KV cache can be written to a file and read back into any slot of a context
-built the same way. The translator reads twelve few-shot prompts ahead at every start (0.75 s
-each on 2 cores, 9 s of a 25 s start); restored from their files they take milliseconds. So
-does every replica that autoscaling adds on a machine that has run one before.
+built the same way. The translator reads twelve few-shot prompts ahead (0.75-1.9 s each on
+2 cores); restored from their files they take milliseconds, so a later start restores them all
+before its first request. So does every replica that autoscaling adds on a machine that has
+run one before.
 
 A file is named for everything its KV depends on: the model file (path, size, time), the
 llama.cpp build, the cache's settings and the prompt's tokens. A file that llama.cpp still

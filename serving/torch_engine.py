@@ -116,6 +116,9 @@ class TransformersEngine:
     def read_ahead(self, prompt: list[int], copies: int) -> int:
         return 0  # it keeps no prompt
 
+    def saved(self, prompt: list[int]) -> bool:
+        return False
+
     def probe(self) -> None:
         self.lm.probe()
 

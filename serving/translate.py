@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -142,6 +143,13 @@ class Parts:
 logger = logging.getLogger("ray.serve")  # the replica's own log, as Serve writes it
 
 Direction = Literal["to_english", "from_english"]
+Key = tuple[str, Direction]  # a language's code and a direction
+# Reading ahead in the background waits until no request has run on the engine for QUIET_S:
+# the sentences of one reply come less than a second apart, and each would otherwise wait for a
+# prompt read between them (0.7-1.9 s on 2 cores).
+QUIET_S = 2.0
+IDLE_POLL_S = 0.05
+READ_AHEAD_DONE = "Read ahead: done"  # the replica's log says so once nothing is left to read
 
 
 @dataclass(frozen=True)
@@ -170,12 +178,21 @@ class Translator(EngineDeployment):
         self.settings = settings
         self.sampling = Sampling.of(settings.generation)
         engines: dict[str, Engine] = {}
-        self.routes: dict[tuple[str, Direction], Route] = {}
+        self.routes: dict[Key, Route] = {}
         for code in languages:
             for direction in DIRECTIONS:
                 self.routes[code, direction] = self._route(code, direction, engine, engines)
         self.engines = list(engines.values())
-        self.warmed = self.warm()  # before the first request: Serve waits for the constructor
+        # Before the first request (Serve waits for the constructor): the prompts that an
+        # earlier start kept (milliseconds each), and the first language's; the others are
+        # read in the background, between requests.
+        self.warmed: list[Key] = []
+        now, later = self._read_ahead_plan(languages[0] if languages else None)
+        self.warm(now)
+        self._reading = threading.Thread(
+            target=self._read_in_background, args=(later,), name="read-ahead", daemon=True
+        )
+        self._reading.start()
 
     def _route(
         self, code: str, direction: Direction, load: Callable[..., Engine], engines: dict
@@ -408,35 +425,26 @@ class Translator(EngineDeployment):
         """``text`` in ``source`` (a language code) translated to ``target``, whole."""
         return "".join([piece async for piece in self.stream(text, source, target)]).strip()
 
-    def warm(self) -> list[tuple[str, Direction]]:
-        """Puts the few-shot prompts that an engine can keep (llama.cpp keeps one per slot) in
-        its slots, so that a language's first message does not wait for them: about 0.7 s each
-        way on 2 cores, before its first text. Each is restored from the file an earlier start
-        kept, where there is one (``model.saved_prompts``), else read. Languages go in the
-        profile's order, both ways, until the engine's slots but one are taken: that one is
-        left for the health check's probe. Returns what it read; one that fails is left to
-        its first request (the health check tells whether the model works)."""
-        started = time.monotonic()
-        read: list[tuple[str, Direction]] = []
-        left: list[tuple[str, Direction]] = []
-        for (code, direction), route in self.routes.items():
+    def _read_ahead_plan(self, first: str | None) -> tuple[list[Key], list[Key]]:
+        """The few-shot prompts to put in the engines' slots before the first request, and
+        those to read after, in the background. Each direction of each language that an engine
+        can keep (llama.cpp keeps one prompt per slot) gets a slot, in the profile's order,
+        until the engine's slots but one are taken: that one is left for the health check's
+        probe. Before the first request: the ``first`` language's, and those that an earlier
+        start kept on disk (``model.saved_prompts``), which are restored, not read."""
+        room = {id(engine): engine.kept_prompts - 1 for engine in self.engines}
+        now: list[Key] = []
+        later: list[Key] = []
+        left: list[Key] = []
+        for key, route in self.routes.items():
             if not route.engine.kept_prompts:
                 continue
-            # The prompt is all that is kept: its first sentence stands for any other.
-            prompt = self._prompt(route, route.examples[0][0])
-            try:
-                placed = route.engine.read_ahead(prompt, 1)  # 0: no slot left but the probe's
-            except ChatServiceError as error:
-                logger.warning("Could not read the %s %s prompt ahead: %s", code, direction, error)
+            if room[id(route.engine)] < 1:
+                left.append(key)
                 continue
-            (read if placed else left).append((code, direction))
-        if read:
-            logger.info(
-                "Put the few-shot prompts of %s in their slots in %.1f s (read, or restored "
-                "from the files of an earlier start)",
-                ", ".join(f"{code} {direction}" for code, direction in read),
-                time.monotonic() - started,
-            )
+            room[id(route.engine)] -= 1
+            saved = route.engine.saved(self._warm_prompt(route))
+            (now if key[0] == first or saved else later).append(key)
         if left:
             routes = Counter(id(route.engine) for route in self.routes.values())
             # Past the slots, directions in use take turns in them, and each turn reads its
@@ -448,7 +456,56 @@ class Translator(EngineDeployment):
                 ", ".join(f"{code} {direction}" for code, direction in left),
                 max(routes.values()) + 1,
             )
-        return read
+        return now, later
+
+    def _warm_prompt(self, route: Route) -> list[int]:
+        """The prompt is all that is kept: its first example's sentence stands for any other."""
+        return self._prompt(route, route.examples[0][0])
+
+    def warm(self, keys: list[Key], when_idle: bool = False) -> None:
+        """Puts the few-shot prompts of ``keys`` in their engines' slots, so that a language's
+        first message does not wait for them: about 0.7 s each way on 2 cores (1.9 s on
+        slower ones), before its first text. Each is restored from the file an earlier start
+        kept, where there is one, else read. ``when_idle``: each waits until no request has
+        run on its engine for ``QUIET_S`` (a request that comes meanwhile waits for one
+        prompt at most). Each one put in its slot goes to ``warmed``; one that fails is left
+        to its first request (the health check tells whether the model works)."""
+        started = time.monotonic()
+        read: list[Key] = []
+        for key in keys:
+            route = self.routes[key]
+            while when_idle and (idle := route.engine.stats.idle_for()) < QUIET_S:
+                time.sleep(max(QUIET_S - idle, IDLE_POLL_S))
+            try:
+                placed = route.engine.read_ahead(self._warm_prompt(route), 1)
+            except ChatServiceError as error:
+                logger.warning("Could not read the %s %s prompt ahead: %s", *key, error)
+                continue
+            if placed:
+                read.append(key)
+                self.warmed.append(key)
+        if read:
+            logger.info(
+                "Put the few-shot prompts of %s in their slots %sin %.1f s (read, or restored "
+                "from the files of an earlier start)",
+                ", ".join(f"{code} {direction}" for code, direction in read),
+                "in the background, between requests, " if when_idle else "",
+                time.monotonic() - started,
+            )
+
+    def _read_in_background(self, keys: list[Key]) -> None:
+        try:
+            self.warm(keys, when_idle=True)
+        except Exception:  # in a thread: said in the log, or nobody would know
+            logger.exception("Stopped reading prompts ahead")
+            return
+        logger.info(READ_AHEAD_DONE)
+
+    def read_ahead_done(self, timeout: float | None = None) -> bool:
+        """Whether every prompt that ``warm`` reads in the background is read, once it is or
+        ``timeout`` seconds have passed."""
+        self._reading.join(timeout)
+        return not self._reading.is_alive()
 
     async def check_health(self) -> None:
         """Serve replaces this replica when one of its models no longer gives usable output."""
@@ -457,10 +514,13 @@ class Translator(EngineDeployment):
 
     def activity(self, source: str | None = None, target: str | None = None) -> dict[str, int]:
         """Generations running now and decoding steps so far: of every model, or of the one
-        that translates ``source`` to ``target``."""
+        that translates ``source`` to ``target``; ``reading``: 1 while prompts are still read
+        ahead in the background (their steps count too)."""
         if source is not None and target is not None:
-            return self.route(source, target).engine.activity()
-        total: Counter[str] = Counter()
-        for engine in self.engines:
-            total.update(engine.activity())
-        return dict(total)
+            found = self.route(source, target).engine.activity()
+        else:
+            total: Counter[str] = Counter()
+            for engine in self.engines:
+                total.update(engine.activity())
+            found = dict(total)
+        return {**found, "reading": int(self._reading.is_alive())}

@@ -2,17 +2,19 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from serving.config import LanguageModel, LanguageModels, TranslatorSettings, load_config
+from serving.engine import Engine, load_engine
 from serving.errors import InvalidRequestError
 from serving.events import Working
 from serving.languages import language
 from serving.model_config import GenerationSettings, ModelSpec
-from serving.translate import LOOP_TRIES, Translator, _has_loop
+from serving.translate import LOOP_TRIES, QUIET_S, Translator, _has_loop
 from tests.support import in_separate_slots
 
 
@@ -223,9 +225,15 @@ def test_health_check_fails_once_the_weights_go_bad(tiny_seq2seq: Path):
 
 
 def _on_slots(
-    gguf: Path, slots: int, languages=("fr", "de"), prompt_cache_mib: int = 0
+    gguf: Path,
+    slots: int,
+    languages=("fr", "de"),
+    prompt_cache_mib: int = 0,
+    engine: Callable[..., Engine] = load_engine,
+    read_ahead: bool = True,
 ) -> Translator:
-    """A few-shot translator on llama.cpp with ``slots`` slots."""
+    """A few-shot translator on llama.cpp with ``slots`` slots, once it has read every prompt
+    ahead (``read_ahead``; else as soon as it is built, which Serve waits for)."""
     from serving.model_config import BatchSettings
 
     model = ModelSpec(
@@ -236,7 +244,9 @@ def _on_slots(
         generation=GenerationSettings(max_new_tokens=10),
         batching=BatchSettings(max_batch_size=slots),
     )
-    return Translator(settings, list(languages))
+    translator = Translator(settings, list(languages), engine=engine)
+    assert not read_ahead or translator.read_ahead_done(timeout=60)
+    return translator
 
 
 @contextlib.contextmanager
@@ -273,11 +283,9 @@ def _read_from_cache(model: Translator, sentence: str, source: str, target: str)
     return asyncio.run(_cached_tokens(model, sentence, source, target))
 
 
-def test_the_few_shot_prompts_are_read_before_the_first_request_on_all_slots_but_one(
-    tiny_gguf: Path,
-):
-    """Built, the translator has read each language's few-shot prompts, in the profile's order,
-    on all of llama.cpp's slots but one (the health probe's): a language's first sentence then
+def test_the_few_shot_prompts_are_read_ahead_on_all_slots_but_one(tiny_gguf: Path):
+    """The translator reads each language's few-shot prompts ahead, in the profile's order, on
+    all of llama.cpp's slots but one (the health probe's): a language's first sentence then
     reads only itself. With one slot, that slot is the probe's, and nothing is read ahead."""
     model = _on_slots(tiny_gguf, slots=4)
     assert model.warmed == [("fr", "to_english"), ("fr", "from_english"), ("de", "to_english")]
@@ -292,6 +300,50 @@ def test_the_few_shot_prompts_are_read_before_the_first_request_on_all_slots_but
     alone = _on_slots(tiny_gguf, slots=1)
     assert alone.warmed == []
     assert _read_from_cache(alone, "Il fait beau.", "fr", "en") < warm // 2
+
+
+def test_the_first_language_is_read_before_the_replica_is_ready_and_the_others_when_idle(
+    tiny_gguf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Serve sends requests once the constructor returns: by then the translator has read its
+    first language's prompts, both ways, and no other. It reads the others' in the
+    background, each once no request has run for ``QUIET_S`` (a reply's next sentence comes
+    sooner): a sentence meanwhile does not wait for them. The next start restores them all
+    from the files that this one kept, before its first request (milliseconds each)."""
+    monkeypatch.setenv("POLYGLOT_CACHE", str(tmp_path))  # nothing kept by an earlier start
+    engines: list[Engine] = []
+    begun: list[float] = []  # when each read ahead began
+
+    def busy(*args) -> Engine:  # an engine that a request runs on, as the read-ahead sees it
+        engine = load_engine(*args)
+        engine.stats.add(active=1)
+        read_ahead = engine.read_ahead
+
+        def timed(prompt: list[int], copies: int) -> int:
+            begun.append(time.monotonic())
+            return read_ahead(prompt, copies)
+
+        engine.read_ahead = timed  # type: ignore[method-assign]
+        engines.append(engine)
+        return engine
+
+    model = _on_slots(tiny_gguf, slots=4, engine=busy, read_ahead=False)
+    assert model.warmed == [("fr", "to_english"), ("fr", "from_english")]
+    assert not model.read_ahead_done(timeout=0.5) and model.activity()["reading"] == 1
+    assert _read_from_cache(model, "Guten Tag.", "de", "en") < 30  # its prompt, read now
+    assert model.warmed == [("fr", "to_english"), ("fr", "from_english")] and len(begun) == 2
+
+    ended = time.monotonic()
+    engines[0].stats.add(active=-1)  # the request ends
+    assert model.read_ahead_done(timeout=60) and model.activity()["reading"] == 0
+    assert model.warmed == [("fr", "to_english"), ("fr", "from_english"), ("de", "to_english")]
+    assert begun[2] - ended >= QUIET_S  # not between the sentences of one reply
+    assert _read_from_cache(model, "Guten Tag.", "de", "en") > 30
+
+    begun.clear()
+    again = _on_slots(tiny_gguf, slots=4, engine=busy, read_ahead=False)
+    assert again.warmed == model.warmed and len(begun) == 3
+    assert _read_from_cache(again, "Guten Tag.", "de", "en") > 30
 
 
 def test_with_a_slot_per_language_and_direction_no_prompt_is_read_twice(

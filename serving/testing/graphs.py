@@ -10,7 +10,7 @@ from collections.abc import Collection
 from urllib.parse import urlencode
 
 from serving.config import AppConfig
-from serving.testing.probes import wait_healthy
+from serving.testing.probes import wait_healthy, wait_read_ahead
 
 PARTS = ("ui", "api")  # the page first: it is up in seconds and waits for the API
 
@@ -28,10 +28,15 @@ def api_ws_url(base_url: str, token: str | None = None) -> str:
 
 
 def deploy_graph(
-    config: AppConfig, prefix: str = "", parts: Collection[str] = PARTS, timeout: float = 900
+    config: AppConfig,
+    prefix: str = "",
+    parts: Collection[str] = PARTS,
+    timeout: float = 900,
+    read_ahead: bool = True,
 ) -> str:
     """Deploy ``parts`` of the graph of ``config`` under ``prefix`` on the running Serve and
-    return its base URL once the API (when deployed) says every deployment is healthy.
+    return its base URL once the API (when deployed) says every deployment is healthy, and
+    (``read_ahead``) its translator has read every prompt ahead.
 
     A page under a prefix talks to the API under the same prefix, unless ``ui.api_url`` is set.
     """
@@ -49,6 +54,8 @@ def deploy_graph(
             serve.run(app.app, name=app_name(prefix, app.name), route_prefix=route)
     if "api" in parts:
         wait_healthy(base_url, timeout)
+        if read_ahead:
+            wait_read_ahead(app_name(prefix, "api"), timeout)
     return base_url
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
@@ -26,6 +27,22 @@ def wait_healthy(base_url: str, timeout: float = 900) -> None:
             pass
         time.sleep(0.25)
     raise TimeoutError(f"{base_url} was not healthy after {timeout} s")
+
+
+def wait_read_ahead(app_name: str, timeout: float = 900) -> None:
+    """Poll the translator of the application ``app_name`` until it has read every few-shot
+    prompt ahead: it reads the first language's before it is healthy, and the others' after,
+    in the background, whose steps would count in a measure taken meanwhile."""
+    from ray import serve
+
+    handle = serve.get_deployment_handle("Translator", app_name=app_name)
+    deadline = time.monotonic() + timeout
+    with ThreadPoolExecutor(1) as pool:  # .result() may not run on an event loop's thread
+        while time.monotonic() < deadline:
+            if not pool.submit(lambda: handle.activity.remote().result()).result()["reading"]:
+                return
+            time.sleep(0.25)
+    raise TimeoutError(f"{app_name}'s translator was still reading prompts after {timeout} s")
 
 
 def app_memory_mib(root: int | None = None) -> dict[str, float]:
