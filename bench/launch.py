@@ -1,6 +1,7 @@
 """A start as a person makes one: `python run.py` launched, timed until the page is up and until
-every deployment is healthy, the memory of its whole process tree (run.py included) then, and a
-French turn sent the moment run.py says "Ready", as a script would send it.
+every deployment is healthy, the memory of its whole process tree (run.py included) then, a
+French turn sent the moment run.py says "Ready", as a script would send it, and the memory again
+once the translator has read its other languages' prompts ahead (in the background).
 
 It runs before the benchmark starts its own Ray cluster, so nothing else shares the machine,
 and each launch starts and stops a Ray cluster of its own: Ray's start-up and every import are
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -26,6 +28,7 @@ from bench.scenarios import FRENCH
 from serving.config import AppConfig
 from serving.testing.graphs import api_ws_url
 from serving.testing.probes import app_memory_mib, free_port
+from serving.translate import READ_AHEAD_DONE
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,6 +38,20 @@ def _answers(url: str) -> bool:
         return httpx.get(url, timeout=5).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def _wait_read_ahead(log: Path, deadline: float) -> None:
+    """Until the translator's replica log, in the Ray log folder that run.py printed, says
+    that it has read every prompt ahead."""
+    folder = re.search(r"its logs: (\S+)", log.read_text())
+    if folder is None:
+        raise RuntimeError(f"run.py did not say where its logs are:\n{log.read_text()}")
+    while time.perf_counter() < deadline:
+        for replica in Path(folder.group(1)).glob("serve/replica_*_Translator_*.log"):
+            if READ_AHEAD_DONE in replica.read_text(errors="replace"):
+                return
+        time.sleep(0.5)
+    raise RuntimeError("The translator was still reading prompts ahead")
 
 
 async def _french_turn(base_url: str) -> Sample:
@@ -87,6 +104,11 @@ def launch_to_ready(
         # saying it is healthy, this turn waits for it.
         turn = asyncio.run(_french_turn(base))
         found["french_at_ready"] = {"first_text_s": turn.ttft, "done_s": turn.total}
+        # The translator reads its other languages' prompts after it is healthy: the memory
+        # of the whole app once it has.
+        _wait_read_ahead(log, deadline)
+        found["read_ahead_done_s"] = time.perf_counter() - started
+        found["memory_read_ahead"] = app_memory_mib(process.pid)
     finally:
         process.send_signal(signal.SIGINT)
         try:

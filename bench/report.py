@@ -113,14 +113,26 @@ def _launch(results: dict[str, Any]) -> list[str]:
     columns = ["engine", "`run.py` launched: page up", "every deployment healthy"]
     columns += ["cache folder", "memory then (PSS, run.py and everything under it)"]
     columns += ['French turn sent at "Ready": first text', "done"]
+    columns += ["every prompt read ahead (after healthy, in the background)", "memory then"]
     rows = [
         [engine, f"{found['page_up_s']:.1f} s", f"{found['api_ready_s']:.1f} s", found["cache"]]
-        + [f"{found['memory']['total_mib']} MiB ({found['memory']['processes']} processes)"]
+        + [_memory(found["memory"])]
         + [f"{found['french_at_ready'][key]:.2f} s" for key in ("first_text_s", "done_s")]
+        + _read_ahead(found)
         for engine, starts in results.get("launch", {}).items()
         for found in starts
     ]
     return _table(columns, rows)
+
+
+def _memory(memory: dict[str, Any]) -> str:
+    return f"{memory['total_mib']} MiB ({memory['processes']} processes)"
+
+
+def _read_ahead(found: dict[str, Any]) -> list[str]:
+    if "read_ahead_done_s" not in found:  # a run from before the read-ahead in the background
+        return ["before healthy", "as above"]
+    return [f"{found['read_ahead_done_s']:.1f} s", _memory(found["memory_read_ahead"])]
 
 
 def _machine(machine: dict[str, Any]) -> str:

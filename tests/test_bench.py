@@ -53,7 +53,8 @@ def test_bench_runs_on_tiny_models_and_writes_its_results(tmp_path: Path):
         assert 0 < in_turn["p50_s"] <= in_turn["max_s"], in_turn
         assert found["startup"]["cached_deploy_to_healthy_s"] > 0
         # run.py as a person starts it, twice: the page comes up first, then the API, with the
-        # whole tree's memory (run.py, Ray and the replicas) taken then.
+        # whole tree's memory (run.py, Ray and the replicas) taken then, and again once the
+        # translator has read every prompt ahead.
         starts = results["launch"][engine]
         assert [launch["cache"] for launch in starts] == ["as found", "as the first start left it"]
         for launch in starts:
@@ -62,6 +63,9 @@ def test_bench_runs_on_tiny_models_and_writes_its_results(tmp_path: Path):
             assert memory["processes"] > 5 and memory["total_mib"] > 300, launch
             at_ready = launch["french_at_ready"]
             assert 0 < at_ready["first_text_s"] <= at_ready["done_s"], launch
+            # Then the translator's other languages, read in the background, and the memory.
+            assert launch["read_ahead_done_s"] > launch["api_ready_s"], launch
+            assert launch["memory_read_ahead"]["total_mib"] > 300, launch
         assert found["memory"]["peak_mib"] > 100 and found["memory"]["total_mib"] > 100
     # llama.cpp over transformers, as measured above.
     fast, slow = (results["engines"][name]["layers"]["websocket"] for name in results["engines"])
