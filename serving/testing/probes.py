@@ -2,18 +2,41 @@
 
 from __future__ import annotations
 
+import random
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 
+# Ray's workers take ports 10002-19999 (its default); the kernel gives outgoing connections
+# ports from its ephemeral range (Linux: 32768-60999, /proc/sys/net/ipv4/ip_local_port_range).
+FIRST_PORT = 20000
+
 
 def free_port() -> int:
-    """A TCP port nobody listens on now (for Serve, metrics, test servers)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A TCP port nobody listens on now (for Serve, metrics, test servers), between Ray's
+    workers' ports and the kernel's ephemeral range. A port from that range, as binding port 0
+    gives, may be taken by any outgoing connection before its server binds it: Ray's start-up,
+    seconds long, makes hundreds of them (a benchmark run's proxy once failed to bind so)."""
+    end = _ephemeral_start()
+    for _ in range(200):
+        port = random.randrange(FIRST_PORT, end) if end > FIRST_PORT + 100 else 0
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:  # taken
+                continue
+            return probe.getsockname()[1]
+    raise RuntimeError(f"No free port between {FIRST_PORT} and {end}")
+
+
+def _ephemeral_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):  # not Linux: macOS's range starts at 49152
+        return 32768
 
 
 def wait_healthy(base_url: str, timeout: float = 900) -> None:
