@@ -144,6 +144,7 @@ logger = logging.getLogger("ray.serve")  # the replica's own log, as Serve write
 
 Direction = Literal["to_english", "from_english"]
 Key = tuple[str, Direction]  # a language's code and a direction
+Prompt = tuple[Key, list[int]]  # a direction's few-shot prompt, read ahead
 # Reading ahead in the background waits until no request has run on the engine for QUIET_S:
 # the sentences of one reply come less than a second apart, and each would otherwise wait for a
 # prompt read between them (0.7-1.9 s on 2 cores).
@@ -425,16 +426,17 @@ class Translator(EngineDeployment):
         """``text`` in ``source`` (a language code) translated to ``target``, whole."""
         return "".join([piece async for piece in self.stream(text, source, target)]).strip()
 
-    def _read_ahead_plan(self, first: str | None) -> tuple[list[Key], list[Key]]:
+    def _read_ahead_plan(self, first: str | None) -> tuple[list[Prompt], list[Prompt]]:
         """The few-shot prompts to put in the engines' slots before the first request, and
-        those to read after, in the background. Each direction of each language that an engine
-        can keep (llama.cpp keeps one prompt per slot) gets a slot, in the profile's order,
-        until the engine's slots but one are taken: that one is left for the health check's
-        probe. Before the first request: the ``first`` language's, and those that an earlier
-        start kept on disk (``model.saved_prompts``), which are restored, not read."""
+        those to read after, in the background, each with its key. Each direction of each
+        language that an engine can keep (llama.cpp keeps one prompt per slot) gets a slot, in
+        the profile's order, until the engine's slots but one are taken: that one is left for
+        the health check's probe. Before the first request: the ``first`` language's, and
+        those that an earlier start kept on disk (``model.saved_prompts``), which are
+        restored, not read."""
         room = {id(engine): engine.kept_prompts - 1 for engine in self.engines}
-        now: list[Key] = []
-        later: list[Key] = []
+        now: list[Prompt] = []
+        later: list[Prompt] = []
         left: list[Key] = []
         for key, route in self.routes.items():
             if not route.engine.kept_prompts:
@@ -443,8 +445,10 @@ class Translator(EngineDeployment):
                 left.append(key)
                 continue
             room[id(route.engine)] -= 1
-            saved = route.engine.saved(self._warm_prompt(route))
-            (now if key[0] == first or saved else later).append(key)
+            # The prompt is all that is kept: its first example's sentence stands for any other.
+            prompt = self._prompt(route, route.examples[0][0])
+            saved = route.engine.saved(prompt)
+            (now if key[0] == first or saved else later).append((key, prompt))
         if left:
             routes = Counter(id(route.engine) for route in self.routes.values())
             # Past the slots, directions in use take turns in them, and each turn reads its
@@ -458,26 +462,22 @@ class Translator(EngineDeployment):
             )
         return now, later
 
-    def _warm_prompt(self, route: Route) -> list[int]:
-        """The prompt is all that is kept: its first example's sentence stands for any other."""
-        return self._prompt(route, route.examples[0][0])
-
-    def warm(self, keys: list[Key], when_idle: bool = False) -> None:
-        """Puts the few-shot prompts of ``keys`` in their engines' slots, so that a language's
-        first message does not wait for them: about 0.7 s each way on 2 cores (1.9 s on
-        slower ones), before its first text. Each is restored from the file an earlier start
-        kept, where there is one, else read. ``when_idle``: each waits until no request has
-        run on its engine for ``QUIET_S`` (a request that comes meanwhile waits for one
-        prompt at most). Each one put in its slot goes to ``warmed``; one that fails is left
-        to its first request (the health check tells whether the model works)."""
+    def warm(self, prompts: list[Prompt], when_idle: bool = False) -> None:
+        """Puts the few-shot ``prompts`` (each with its key) in their engines' slots, so that
+        a language's first message does not wait for them: about 0.7 s each way on 2 cores
+        (1.9 s on slower ones), before its first text. Each is restored from the file an
+        earlier start kept, where there is one, else read. ``when_idle``: each waits until no
+        request has run on its engine for ``QUIET_S`` (a request that comes meanwhile waits
+        for one prompt at most). Each one put in its slot goes to ``warmed``; one that fails
+        is left to its first request (the health check tells whether the model works)."""
         started = time.monotonic()
         read: list[Key] = []
-        for key in keys:
+        for key, prompt in prompts:
             route = self.routes[key]
             while when_idle and (idle := route.engine.stats.idle_for()) < QUIET_S:
                 time.sleep(max(QUIET_S - idle, IDLE_POLL_S))
             try:
-                placed = route.engine.read_ahead(self._warm_prompt(route), 1)
+                placed = route.engine.read_ahead(prompt, 1)
             except ChatServiceError as error:
                 logger.warning("Could not read the %s %s prompt ahead: %s", *key, error)
                 continue
@@ -493,9 +493,9 @@ class Translator(EngineDeployment):
                 time.monotonic() - started,
             )
 
-    def _read_in_background(self, keys: list[Key]) -> None:
+    def _read_in_background(self, prompts: list[Prompt]) -> None:
         try:
-            self.warm(keys, when_idle=True)
+            self.warm(prompts, when_idle=True)
         except Exception:  # in a thread: said in the log, or nobody would know
             logger.exception("Stopped reading prompts ahead")
             return
